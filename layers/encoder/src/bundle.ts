@@ -1,0 +1,299 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, mkdir, readFile, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { z } from 'zod';
+import { readCheckpointWeights } from './checkpoint/index.ts';
+import { type BertConfig, parseBertConfig } from './config.ts';
+import { BundleError, CheckpointContentError } from './errors.ts';
+import { buildBertOnnx, type GraphKind, type Pooling } from './onnx/bert.ts';
+import { BertTokenizer } from './tokenizer.ts';
+import { type BertWeights, loadBertWeights } from './weights.ts';
+
+/**
+ * Model variants a bundle may hold:
+ * - `fp32`: fused float32 graph, the reference for accuracy (`model.onnx`);
+ * - `int8`: int8 dense weights, dynamic activation quantization; the fastest on CPU (`model.int8.onnx`);
+ * - `fp16`: float16 weights and compute, for GPUs (`model.fp16.onnx`).
+ */
+export type Variant = 'fp32' | 'int8' | 'fp16';
+
+/** Every variant, in the order they are written. */
+export const VARIANTS: readonly Variant[] = ['fp32', 'int8', 'fp16'];
+
+/** File name of each variant inside a bundle. */
+export const VARIANT_FILES: Readonly<Record<Variant, string>> = {
+  fp32: 'model.onnx',
+  int8: 'model.int8.onnx',
+  fp16: 'model.fp16.onnx',
+};
+
+/** Format tag of `model.json`; bumped when the layout changes incompatibly. */
+export const BUNDLE_FORMAT = 'cohort-model-bundle/1';
+
+const variantInfoSchema = z.strictObject({ file: z.string(), bytes: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+
+/** Schema of `model.json`, the description of a model bundle. */
+export const modelInfoSchema = z.strictObject({
+  format: z.literal(BUNDLE_FORMAT),
+  /** `sha256:<hex>` over weights, config and tokenizer settings: the identity of the embedding space. */
+  fingerprint: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+  source: z.strictObject({
+    /** Hub repo id, or the local directory's name for an import from disk. */
+    repo: z.string(),
+    /** Revision asked for (branch, tag or commit), when pulled from the hub. */
+    revision: z.string().optional(),
+    /** Commit the revision resolved to, when pulled from the hub. */
+    commit: z.string().optional(),
+    weightsFile: z.string(),
+    weightsFormat: z.enum(['safetensors', 'torch-zip', 'torch-legacy']),
+    /** sha256 of the weights file as read. */
+    weightsSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  }),
+  architecture: z.literal('bert'),
+  dims: z.number().int().positive(),
+  layers: z.number().int().positive(),
+  heads: z.number().int().positive(),
+  vocabSize: z.number().int().positive(),
+  pooling: z.enum(['mean', 'cls']),
+  normalized: z.literal(true),
+  lowercase: z.boolean(),
+  /** Longest input in tokens, [CLS] and [SEP] included. */
+  maxLength: z.number().int().positive(),
+  tokenizer: z.strictObject({ vocabFile: z.string(), vocabSha256: z.string().regex(/^[0-9a-f]{64}$/) }),
+  variants: z.partialRecord(z.enum(['fp32', 'int8', 'fp16']), variantInfoSchema),
+  createdAt: z.string(),
+});
+
+/** The parsed `model.json` of a bundle. */
+export type ModelInfo = z.infer<typeof modelInfoSchema>;
+
+/** Options of {@link importCheckpoint}. */
+export interface ImportOptions {
+  /** Variants to write. Default all: fp32, int8, fp16. */
+  readonly variants?: readonly Variant[];
+  /** Pooling. Default `mean` over the attention mask. */
+  readonly pooling?: Pooling;
+  /** Lowercase input before WordPiece. Default `false` (cased, as ClinicalBERT was pretrained). */
+  readonly lowercase?: boolean;
+  /** Longest input in tokens. Default 128 (ClinicalBERT's pretraining length), at most the config's max_position_embeddings. */
+  readonly maxLength?: number;
+  /** Where the checkpoint came from. Default: the directory's name, no revision. */
+  readonly source?: { readonly repo: string; readonly revision?: string; readonly commit?: string };
+  /** Replace an existing bundle at the destination. Default `false`. */
+  readonly overwrite?: boolean;
+  /** Called as each stage starts (read, validate, and each variant), for progress display. */
+  readonly onStage?: (stage: string) => void;
+}
+
+/**
+ * Imports a Hugging Face BERT checkpoint directory (`config.json`, `vocab.txt`, and
+ * `model.safetensors` or `pytorch_model.bin`) into a model bundle: the ONNX variants, the
+ * vocabulary, the config and `model.json`. The bundle appears whole or not at all (it is written
+ * to a temporary sibling directory and renamed).
+ * @throws CheckpointContentError / CheckpointFormatError for a bad checkpoint, BundleError when the destination is taken
+ */
+export async function importCheckpoint(checkpointDir: string, bundleDir: string, options: ImportOptions = {}): Promise<ModelInfo> {
+  const variants = options.variants ?? VARIANTS;
+  const pooling = options.pooling ?? 'mean';
+  const lowercase = options.lowercase ?? false;
+  const stage = options.onStage ?? (() => {});
+  if (!options.overwrite && (await nonEmptyDir(bundleDir))) {
+    throw new BundleError(`${bundleDir} already holds files; choose another --out or pass overwrite`);
+  }
+  stage('read config');
+  const config = await readConfig(join(checkpointDir, 'config.json'));
+  const maxLength = options.maxLength ?? Math.min(128, config.max_position_embeddings);
+  if (maxLength > config.max_position_embeddings || maxLength < 2) {
+    throw new CheckpointContentError(`maxLength ${maxLength} must be between 2 and max_position_embeddings ${config.max_position_embeddings}`);
+  }
+  const vocabPath = join(checkpointDir, 'vocab.txt');
+  const tokenizer = await BertTokenizer.fromVocab(vocabPath, { lowercase }).catch((cause: unknown) => {
+    throw new CheckpointContentError(`${vocabPath}: cannot build the tokenizer from it`, { cause });
+  });
+  if (tokenizer.vocabSize !== config.vocab_size) {
+    throw new CheckpointContentError(`vocab.txt has ${tokenizer.vocabSize} tokens but config.json says vocab_size ${config.vocab_size}`);
+  }
+  stage('read weights');
+  const checkpoint = await readCheckpointWeights(checkpointDir);
+  stage('validate weights');
+  const weights = loadBertWeights(config, checkpoint.tensors);
+  const vocabSha256 = await sha256File(vocabPath);
+  const fingerprint = computeFingerprint(weights, { pooling, lowercase, vocabSha256 });
+
+  const tmp = join(dirname(bundleDir), `.${basename(bundleDir)}.tmp-${process.pid}-${Date.now()}`);
+  await mkdir(tmp, { recursive: true });
+  try {
+    const variantInfo: ModelInfo['variants'] = {};
+    for (const variant of variants) {
+      stage(`build ${variant}`);
+      const kind: GraphKind = variant === 'int8' ? 'int8' : 'fused';
+      const bytes = buildBertOnnx(weights, {
+        kind,
+        precision: variant === 'fp16' ? 'fp16' : 'fp32',
+        pooling,
+        metadata: { fingerprint, variant },
+      });
+      const file = VARIANT_FILES[variant];
+      await writeFile(join(tmp, file), bytes);
+      variantInfo[variant] = { file, bytes: bytes.byteLength, sha256: createHash('sha256').update(bytes).digest('hex') };
+    }
+    await copyFile(vocabPath, join(tmp, 'vocab.txt'));
+    await copyFile(join(checkpointDir, 'config.json'), join(tmp, 'config.json'));
+    const info: ModelInfo = {
+      format: BUNDLE_FORMAT,
+      fingerprint,
+      source: {
+        repo: options.source?.repo ?? basename(checkpointDir),
+        ...(options.source?.revision ? { revision: options.source.revision } : {}),
+        ...(options.source?.commit ? { commit: options.source.commit } : {}),
+        weightsFile: basename(checkpoint.file),
+        weightsFormat: checkpoint.format,
+        weightsSha256: await sha256File(checkpoint.file),
+      },
+      architecture: 'bert',
+      dims: config.hidden_size,
+      layers: config.num_hidden_layers,
+      heads: config.num_attention_heads,
+      vocabSize: config.vocab_size,
+      pooling,
+      normalized: true,
+      lowercase,
+      maxLength,
+      tokenizer: { vocabFile: 'vocab.txt', vocabSha256 },
+      variants: variantInfo,
+      createdAt: new Date().toISOString(),
+    };
+    await writeFile(join(tmp, 'model.json'), `${JSON.stringify(info, null, 2)}\n`);
+    await rm(bundleDir, { recursive: true, force: true });
+    await mkdir(dirname(bundleDir), { recursive: true });
+    await rename(tmp, bundleDir);
+    return info;
+  } catch (error) {
+    await rm(tmp, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+/**
+ * Reads and validates a bundle's `model.json` and checks that the files it names are there with
+ * their recorded sizes (a cheap check; {@link verifyBundle} hashes them).
+ * @throws BundleError saying what is missing or malformed
+ */
+export async function readBundleInfo(bundleDir: string): Promise<ModelInfo> {
+  const path = join(bundleDir, 'model.json');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (cause) {
+    throw new BundleError(`${path} cannot be read; is ${bundleDir} a model bundle (made by \`cohort model import\` or \`cohort model pull\`)?`, { cause });
+  }
+  const parsed = modelInfoSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new BundleError(`${path} is not a valid model.json: ${z.prettifyError(parsed.error)}`);
+  }
+  const info = parsed.data;
+  for (const [variant, v] of Object.entries(info.variants)) {
+    const size = await stat(join(bundleDir, v.file)).then((s) => s.size, () => -1);
+    if (size !== v.bytes) {
+      throw new BundleError(`${bundleDir}: variant ${variant} (${v.file}) is ${size < 0 ? 'missing' : `${size} bytes, ${v.bytes} expected`}`);
+    }
+  }
+  return info;
+}
+
+/** Hashes every file of a bundle and compares with `model.json`. @throws BundleError on the first mismatch */
+export async function verifyBundle(bundleDir: string): Promise<ModelInfo> {
+  const info = await readBundleInfo(bundleDir);
+  const checks: [string, string][] = [[info.tokenizer.vocabFile, info.tokenizer.vocabSha256]];
+  for (const v of Object.values(info.variants)) checks.push([v.file, v.sha256]);
+  for (const [file, expected] of checks) {
+    const found = await sha256File(join(bundleDir, file));
+    if (found !== expected) throw new BundleError(`${bundleDir}/${file}: sha256 ${found}, model.json records ${expected}`);
+  }
+  return info;
+}
+
+/**
+ * The identity of an embedding space: sha256 over the encoder's tensors (names, shapes, float32
+ * values, in a fixed order — so the same weights give the same fingerprint whatever file format
+ * they came in), the config fields that change the function, the vocabulary and the tokenizer and
+ * pooling settings. Variants of one bundle share it: they approximate the same function.
+ */
+export function computeFingerprint(
+  weights: BertWeights,
+  settings: { readonly pooling: Pooling; readonly lowercase: boolean; readonly vocabSha256: string },
+): string {
+  const c = weights.config;
+  const hash = createHash('sha256');
+  hash.update('cohort-bert-fingerprint/1\n');
+  hash.update(
+    JSON.stringify({
+      vocab_size: c.vocab_size,
+      hidden_size: c.hidden_size,
+      num_hidden_layers: c.num_hidden_layers,
+      num_attention_heads: c.num_attention_heads,
+      intermediate_size: c.intermediate_size,
+      max_position_embeddings: c.max_position_embeddings,
+      type_vocab_size: c.type_vocab_size,
+      layer_norm_eps: c.layer_norm_eps,
+      hidden_act: c.hidden_act,
+      pooling: settings.pooling,
+      lowercase: settings.lowercase,
+      vocab_sha256: settings.vocabSha256,
+    }),
+  );
+  const tensor = (name: string, data: Float32Array): void => {
+    hash.update(`\n${name}:${data.length}:`);
+    hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  };
+  tensor('word', weights.wordEmbeddings);
+  tensor('position', weights.positionEmbeddings);
+  tensor('token_type', weights.tokenTypeEmbeddings);
+  tensor('embeddings.ln.gamma', weights.embeddingLayerNorm.gamma);
+  tensor('embeddings.ln.beta', weights.embeddingLayerNorm.beta);
+  weights.layers.forEach((layer, l) => {
+    for (const [part, lin] of [
+      ['query', layer.query],
+      ['key', layer.key],
+      ['value', layer.value],
+      ['attention_output', layer.attentionOutput],
+      ['intermediate', layer.intermediate],
+      ['output', layer.output],
+    ] as const) {
+      tensor(`${l}.${part}.weight`, lin.weight);
+      tensor(`${l}.${part}.bias`, lin.bias);
+    }
+    tensor(`${l}.attention_ln.gamma`, layer.attentionLayerNorm.gamma);
+    tensor(`${l}.attention_ln.beta`, layer.attentionLayerNorm.beta);
+    tensor(`${l}.output_ln.gamma`, layer.outputLayerNorm.gamma);
+    tensor(`${l}.output_ln.beta`, layer.outputLayerNorm.beta);
+  });
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/** Reads and validates a checkpoint's `config.json`. */
+export async function readConfig(path: string): Promise<BertConfig> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (cause) {
+    throw new CheckpointContentError(`${path} cannot be read as JSON; a Hugging Face checkpoint directory has config.json, vocab.txt and weights`, { cause });
+  }
+  return parseBertConfig(raw, path);
+}
+
+/** sha256 (hex) of a file, streamed. */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+async function nonEmptyDir(dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).length > 0;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,198 @@
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { planBatches } from './batching.ts';
+import { type ModelInfo, readBundleInfo, type Variant } from './bundle.ts';
+import { BundleError, SequenceTooLongError } from './errors.ts';
+import { type EncoderLogger, getDefaultLogger } from './logger.ts';
+import { ONNX_IO } from './onnx/bert.ts';
+import { createSession, type Provider, type ResolvedProvider } from './session.ts';
+import { BertTokenizer, type TokenizedText } from './tokenizer.ts';
+
+/** Options of {@link Encoder.load}. */
+export interface EncoderOptions {
+  /**
+   * Variant to run. Default `auto`: `int8` on the CPU, `fp16` on a GPU, falling back to `fp32`
+   * when the bundle lacks the preferred one.
+   */
+  readonly variant?: Variant | 'auto';
+  /** Execution provider. Default `auto` (see {@link createSession}). */
+  readonly provider?: Provider;
+  /** CPU threads. Default: available cores. */
+  readonly threads?: number;
+  /** Logger. Default: Powertools Logger, service `cohort-encoder`. */
+  readonly logger?: EncoderLogger;
+}
+
+/** Options of {@link Encoder.embed}. */
+export interface EmbedOptions {
+  /**
+   * What to do with an input longer than the bundle's `maxLength`: `error` (default) throws
+   * {@link SequenceTooLongError}; `truncate` keeps the first `maxLength - 1` tokens and [SEP], and
+   * reports the input's index in `truncated`. Never silent.
+   */
+  readonly onOverflow?: 'error' | 'truncate';
+  /** Most tokens per batch, padding included. Default 4,096 on the CPU, 32,768 on a GPU. */
+  readonly tokenBudget?: number;
+  /** Most sequences per batch. Default 256. */
+  readonly maxBatchSize?: number;
+}
+
+/** Counts from one {@link Encoder.embed} call. */
+export interface EmbedStats {
+  readonly sequences: number;
+  readonly batches: number;
+  /** Tokens that belong to inputs. */
+  readonly usefulTokens: number;
+  /** Tokens computed, padding included. */
+  readonly computedTokens: number;
+}
+
+/** Result of {@link Encoder.embed}: one L2-normalized vector per input, in input order. */
+export interface EmbedResult {
+  readonly embeddings: Float32Array[];
+  /** Indices of inputs that were truncated (only with `onOverflow: 'truncate'`). */
+  readonly truncated: number[];
+  readonly stats: EmbedStats;
+}
+
+/** Output of {@link Encoder.forward} for one batch. */
+export interface ForwardOutput {
+  /** [batch][dims] pooled, normalized embeddings. */
+  readonly embeddings: Float32Array[];
+  /** [batch] of [sequence × dims] final hidden states (only when asked for). */
+  readonly hiddenStates?: Float32Array[];
+}
+
+/**
+ * A loaded model bundle: tokenizer plus one ONNX Runtime session. Load once per process and reuse;
+ * `embed` may be called concurrently but runs batches one at a time per session.
+ */
+export class Encoder {
+  private constructor(
+    /** The bundle's `model.json`. */
+    readonly info: ModelInfo,
+    /** The tokenizer configured from the bundle. */
+    readonly tokenizer: BertTokenizer,
+    private readonly session: ort.InferenceSession,
+    /** Provider the session runs on. */
+    readonly provider: ResolvedProvider,
+    /** Variant loaded. */
+    readonly variant: Variant,
+  ) {}
+
+  /** Loads a bundle directory. @throws BundleError, ProviderUnavailableError */
+  static async load(bundleDir: string, options: EncoderOptions = {}): Promise<Encoder> {
+    const logger = options.logger ?? getDefaultLogger();
+    const info = await readBundleInfo(bundleDir);
+    const tokenizer = await BertTokenizer.fromVocab(join(bundleDir, info.tokenizer.vocabFile), { lowercase: info.lowercase });
+    const asked = options.variant ?? 'auto';
+    if (asked !== 'auto') {
+      const v = info.variants[asked];
+      if (!v) throw new BundleError(`${bundleDir} has no ${asked} variant (it has ${Object.keys(info.variants).join(', ')}); re-import with --variants ${asked}`);
+      const { session, provider } = await createSession(join(bundleDir, v.file), { ...options, logger });
+      logger.info('encoder loaded', { fingerprint: info.fingerprint, variant: asked, provider });
+      return new Encoder(info, tokenizer, session, provider, asked);
+    }
+    // With auto, the provider decides the variant, so a CPU session is opened on int8 and a GPU one
+    // on fp16; a first session on fp32 tells which provider `auto` resolves to.
+    const fallback = info.variants.fp32 ? 'fp32' : (Object.keys(info.variants)[0] as Variant | undefined);
+    if (!fallback) throw new BundleError(`${bundleDir}: model.json lists no variants`);
+    let variant: Variant = fallback;
+    let opened = await createSession(join(bundleDir, info.variants[fallback]!.file), { ...options, logger });
+    const preferred: Variant = opened.provider === 'cpu' ? 'int8' : 'fp16';
+    if (preferred !== variant && info.variants[preferred]) {
+      await opened.session.release();
+      opened = await createSession(join(bundleDir, info.variants[preferred].file), { ...options, provider: opened.provider, logger });
+      variant = preferred;
+    }
+    logger.info('encoder loaded', { fingerprint: info.fingerprint, variant, provider: opened.provider });
+    return new Encoder(info, tokenizer, opened.session, opened.provider, variant);
+  }
+
+  /** Embedding dimensions. */
+  get dims(): number {
+    return this.info.dims;
+  }
+
+  /** Tokenizes texts with the bundle's settings, without truncation. */
+  tokenize(texts: readonly string[]): Promise<TokenizedText[]> {
+    return this.tokenizer.encodeBatch(texts);
+  }
+
+  /** Tokenizes and embeds texts, batching by token budget. */
+  async embed(texts: readonly string[], options: EmbedOptions = {}): Promise<EmbedResult> {
+    const tokenized = await this.tokenize(texts);
+    return this.embedIds(
+      tokenized.map((t) => t.ids),
+      options,
+    );
+  }
+
+  /** Embeds already tokenized sequences (each with [CLS] … [SEP]), batching by token budget. */
+  async embedIds(sequences: readonly number[][], options: EmbedOptions = {}): Promise<EmbedResult> {
+    const maxLength = this.info.maxLength;
+    const truncated: number[] = [];
+    const ids = sequences.map((seq, i) => {
+      if (seq.length <= maxLength) return seq;
+      if ((options.onOverflow ?? 'error') === 'error') throw new SequenceTooLongError(i, seq.length, maxLength);
+      truncated.push(i);
+      return [...seq.slice(0, maxLength - 1), seq[seq.length - 1]!];
+    });
+    const tokenBudget = options.tokenBudget ?? (this.provider === 'cpu' ? 4096 : 32768);
+    const batches = planBatches(
+      ids.map((s) => s.length),
+      { tokenBudget, maxBatchSize: options.maxBatchSize ?? 256 },
+    );
+    const embeddings: Float32Array[] = new Array(ids.length);
+    let usefulTokens = 0;
+    let computedTokens = 0;
+    for (const batch of batches) {
+      const out = await this.forward(batch.indices.map((i) => ids[i]!));
+      batch.indices.forEach((i, k) => {
+        embeddings[i] = out.embeddings[k]!;
+        usefulTokens += ids[i]!.length;
+      });
+      computedTokens += batch.indices.length * batch.paddedLength;
+    }
+    return { embeddings, truncated, stats: { sequences: ids.length, batches: batches.length, usefulTokens, computedTokens } };
+  }
+
+  /**
+   * Runs one batch as given: pads to the longest sequence with [PAD] and mask 0.
+   * @param hiddenStates also return the final hidden states (for tests and analysis). Default false.
+   */
+  async forward(batch: readonly (readonly number[])[], hiddenStates = false): Promise<ForwardOutput> {
+    const rows = batch.length;
+    const width = Math.max(...batch.map((s) => s.length));
+    const inputIds = new BigInt64Array(rows * width);
+    const mask = new BigInt64Array(rows * width);
+    const pad = BigInt(this.tokenizer.padId);
+    batch.forEach((seq, r) => {
+      for (let t = 0; t < width; t++) {
+        const inside = t < seq.length;
+        inputIds[r * width + t] = inside ? BigInt(seq[t]!) : pad;
+        mask[r * width + t] = inside ? 1n : 0n;
+      }
+    });
+    const feeds = {
+      [ONNX_IO.inputIds]: new ort.Tensor('int64', inputIds, [rows, width]),
+      [ONNX_IO.attentionMask]: new ort.Tensor('int64', mask, [rows, width]),
+    };
+    const fetches = hiddenStates ? [ONNX_IO.embedding, ONNX_IO.lastHiddenState] : [ONNX_IO.embedding];
+    const result = await this.session.run(feeds, fetches);
+    const dims = this.info.dims;
+    const flat = result[ONNX_IO.embedding]!.data as Float32Array;
+    const embeddings = Array.from({ length: rows }, (_, r) => flat.slice(r * dims, (r + 1) * dims));
+    if (!hiddenStates) return { embeddings };
+    const hidden = result[ONNX_IO.lastHiddenState]!.data as Float32Array;
+    return {
+      embeddings,
+      hiddenStates: Array.from({ length: rows }, (_, r) => hidden.slice(r * width * dims, (r + 1) * width * dims)),
+    };
+  }
+
+  /** Releases the native session. */
+  async close(): Promise<void> {
+    await this.session.release();
+  }
+}

@@ -1,0 +1,105 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { dirname, join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { ProviderUnavailableError } from './errors.ts';
+import type { EncoderLogger } from './logger.ts';
+
+// This module is the only one that talks to onnxruntime about execution providers: which exist,
+// which to try, and how a failure to start one is reported.
+
+/** Execution providers: `auto` picks the best one available here. */
+export type Provider = 'cpu' | 'cuda' | 'webgpu' | 'auto';
+
+/** A provider that actually runs a session. */
+export type ResolvedProvider = Exclude<Provider, 'auto'>;
+
+/** Options of {@link createSession}. */
+export interface SessionOptions {
+  /** Execution provider. Default `auto`: CUDA when its provider library is installed, else WebGPU when a Vulkan loader is present, else CPU. */
+  readonly provider?: Provider;
+  /** Intra-op threads on the CPU. Default: the number of available cores. */
+  readonly threads?: number;
+  /** Where to log the provider chosen. */
+  readonly logger?: EncoderLogger;
+}
+
+/** An open session and the provider it runs on. */
+export interface OpenSession {
+  readonly session: ort.InferenceSession;
+  readonly provider: ResolvedProvider;
+}
+
+const require = createRequire(import.meta.url);
+
+/** Directory holding onnxruntime-node's native libraries (where its CUDA provider is installed). */
+function nativeDir(): string {
+  const pkg = dirname(require.resolve('onnxruntime-node/package.json'));
+  return join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+}
+
+/**
+ * Whether a provider's native parts are present, checked without starting it (starting a missing
+ * provider makes onnxruntime print errors). The CUDA provider is an optional download
+ * (`ONNXRUNTIME_NODE_INSTALL=cuda12` at install, which the GPU image sets); WebGPU on Linux needs a
+ * Vulkan loader.
+ */
+export function providerInstalled(provider: ResolvedProvider): boolean {
+  const backends = ort.listSupportedBackends().map((b) => b.name);
+  if (!backends.includes(provider)) return false;
+  if (provider === 'cuda') return existsSync(join(nativeDir(), 'libonnxruntime_providers_cuda.so'));
+  if (provider === 'webgpu' && process.platform === 'linux') {
+    return ['/usr/lib/x86_64-linux-gnu/libvulkan.so.1', '/usr/lib/aarch64-linux-gnu/libvulkan.so.1', '/usr/lib64/libvulkan.so.1', '/usr/lib/libvulkan.so.1'].some(existsSync);
+  }
+  return true;
+}
+
+/**
+ * Opens an ONNX Runtime session on the provider asked for. A provider asked for by name that is
+ * missing or fails to start is an error ({@link ProviderUnavailableError}), never a silent CPU
+ * fallback; `auto` tries the candidates in order and logs which one it took.
+ */
+export async function createSession(model: string | Uint8Array, options: SessionOptions = {}): Promise<OpenSession> {
+  const asked = options.provider ?? 'auto';
+  const threads = options.threads ?? availableParallelism();
+  const candidates: ResolvedProvider[] = asked === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [asked];
+  const skipped: string[] = [];
+  for (const provider of candidates) {
+    if (provider !== 'cpu' && !providerInstalled(provider)) {
+      if (asked !== 'auto') throw new ProviderUnavailableError(missingMessage(provider));
+      skipped.push(`${provider}: not installed`);
+      continue;
+    }
+    const sessionOptions: ort.InferenceSession.SessionOptions = {
+      executionProviders: [provider],
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      // Warnings about nodes placed on the CPU by a GPU provider are expected (shape ops); keep errors.
+      logSeverityLevel: 3,
+    };
+    try {
+      const session =
+        typeof model === 'string'
+          ? await ort.InferenceSession.create(model, sessionOptions)
+          : await ort.InferenceSession.create(model, sessionOptions);
+      if (asked === 'auto') options.logger?.info('execution provider chosen', { provider, skipped, threads });
+      return { session, provider };
+    } catch (cause) {
+      if (asked !== 'auto' || provider === 'cpu') {
+        throw new ProviderUnavailableError(`the ${provider} execution provider could not start: ${(cause as Error).message}`, { cause });
+      }
+      skipped.push(`${provider}: ${(cause as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new ProviderUnavailableError(`no execution provider could start (${skipped.join('; ')})`);
+}
+
+function missingMessage(provider: ResolvedProvider): string {
+  if (provider === 'cuda') {
+    return 'the cuda execution provider is not installed: install with ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci on a machine with CUDA 12 (the GPU image does), or use --provider cpu';
+  }
+  return `the ${provider} execution provider is not available on this machine (it needs a GPU adapter; on Linux a Vulkan loader, libvulkan.so.1); use --provider cpu or auto`;
+}

@@ -1,0 +1,60 @@
+import * as ort from 'onnxruntime-node';
+import { randomBertWeights, TINY_BERT_CONFIG } from '../../layers/encoder/src/fixture.ts';
+import { loadBertWeights, type BertWeights } from '../../layers/encoder/src/weights.ts';
+
+/** Clinical sentences used across encoder tests (written for these tests; no patient data). */
+export const CLINICAL_SENTENCES = [
+  'Patient denies chest pain or shortness of breath.',
+  'New-onset atrial fibrillation after CABG, started on apixaban 5 mg BID.',
+  'Mother had breast cancer at age 45.',
+  'Rule out pulmonary embolism; CTA chest ordered.',
+  'History of type 2 diabetes mellitus, on metformin.',
+  'No evidence of pneumonia on chest x-ray.',
+  'Discharged home in stable condition.',
+  'BP 142/88, HR 96, SpO2 94% on room air.',
+  'Creatinine rose from 1.1 to 2.3 mg/dL over 48 hours.',
+  'She reports intermittent claudication of the left calf.',
+  'Echocardiogram showed an ejection fraction of 35%.',
+  'Allergies: penicillin (rash).',
+];
+
+/** The tiny fixture model's weights, validated. */
+export function tinyWeights(): BertWeights {
+  return loadBertWeights(TINY_BERT_CONFIG, randomBertWeights(TINY_BERT_CONFIG));
+}
+
+/** Runs an ONNX model on right-padded sequences; returns ORT's outputs as flat arrays. */
+export async function runModel(
+  model: Uint8Array,
+  batch: readonly (readonly number[])[],
+): Promise<{ embedding: Float32Array; hidden: Float32Array; width: number }> {
+  const session = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', intraOpNumThreads: 1 });
+  const width = Math.max(...batch.map((s) => s.length));
+  const ids = new BigInt64Array(batch.length * width);
+  const mask = new BigInt64Array(batch.length * width);
+  batch.forEach((seq, r) =>
+    seq.forEach((id, t) => {
+      ids[r * width + t] = BigInt(id);
+      mask[r * width + t] = 1n;
+    }),
+  );
+  const out = await session.run({
+    input_ids: new ort.Tensor('int64', ids, [batch.length, width]),
+    attention_mask: new ort.Tensor('int64', mask, [batch.length, width]),
+  });
+  await session.release();
+  return { embedding: out.embedding!.data as Float32Array, hidden: out.last_hidden_state!.data as Float32Array, width };
+}
+
+/** Cosine similarity of two vectors. */
+export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i]! * b[i]!;
+    na += a[i]! * a[i]!;
+    nb += b[i]! * b[i]!;
+  }
+  return dot / Math.sqrt(na * nb);
+}
