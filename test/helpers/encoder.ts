@@ -1,6 +1,12 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { randomBertWeights, TINY_BERT_CONFIG } from '../../layers/encoder/src/fixture.ts';
-import { loadBertWeights, type BertWeights } from '../../layers/encoder/src/weights.ts';
+import { padBatch } from '../../layers/encoder/src/batching.ts';
+import { importCheckpoint, type ImportOptions } from '../../layers/encoder/src/bundle.ts';
+import { randomBertWeights, TINY_BERT_CONFIG, writeRandomBertCheckpoint } from '../../layers/encoder/src/fixture.ts';
+import { type BertWeights, loadBertWeights } from '../../layers/encoder/src/weights.ts';
 
 /** Clinical sentences used across encoder tests (written for these tests; no patient data). */
 export const CLINICAL_SENTENCES = [
@@ -28,22 +34,21 @@ export async function runModel(
   model: Uint8Array,
   batch: readonly (readonly number[])[],
 ): Promise<{ embedding: Float32Array; hidden: Float32Array; width: number }> {
-  const session = await ort.InferenceSession.create(model, { graphOptimizationLevel: 'all', intraOpNumThreads: 1 });
-  const width = Math.max(...batch.map((s) => s.length));
-  const ids = new BigInt64Array(batch.length * width);
-  const mask = new BigInt64Array(batch.length * width);
-  batch.forEach((seq, r) =>
-    seq.forEach((id, t) => {
-      ids[r * width + t] = BigInt(id);
-      mask[r * width + t] = 1n;
-    }),
-  );
+  const session = await ort.InferenceSession.create(model, {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: 1,
+  });
+  const { inputIds, attentionMask, width } = padBatch(batch);
   const out = await session.run({
-    input_ids: new ort.Tensor('int64', ids, [batch.length, width]),
-    attention_mask: new ort.Tensor('int64', mask, [batch.length, width]),
+    input_ids: new ort.Tensor('int64', inputIds, [batch.length, width]),
+    attention_mask: new ort.Tensor('int64', attentionMask, [batch.length, width]),
   });
   await session.release();
-  return { embedding: out.embedding!.data as Float32Array, hidden: out.last_hidden_state!.data as Float32Array, width };
+  return {
+    embedding: out.embedding!.data as Float32Array,
+    hidden: out.last_hidden_state!.data as Float32Array,
+    width,
+  };
 }
 
 /** Cosine similarity of two vectors. */
@@ -57,4 +62,19 @@ export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
     nb += b[i]! * b[i]!;
   }
   return dot / Math.sqrt(na * nb);
+}
+
+/** A fresh temporary directory, removed by the caller's afterAll via the returned cleanup. */
+export async function tempDir(prefix = 'cohort-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** Writes the tiny fixture checkpoint and imports it; returns the bundle directory. */
+export async function tinyBundle(root: string, options: ImportOptions = {}): Promise<string> {
+  const checkpoint = join(root, 'checkpoint');
+  if (!existsSync(join(checkpoint, 'model.safetensors'))) await writeRandomBertCheckpoint(checkpoint);
+  const bundle = join(root, `bundle-${Math.random().toString(36).slice(2)}`);
+  await importCheckpoint(checkpoint, bundle, options);
+  return bundle;
 }

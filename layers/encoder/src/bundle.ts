@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, readFile, rename, rm, stat, writeFile, readdir } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { readCheckpointWeights } from './checkpoint/index.ts';
@@ -31,7 +31,11 @@ export const VARIANT_FILES: Readonly<Record<Variant, string>> = {
 /** Format tag of `model.json`; bumped when the layout changes incompatibly. */
 export const BUNDLE_FORMAT = 'cohort-model-bundle/1';
 
-const variantInfoSchema = z.strictObject({ file: z.string(), bytes: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) });
+const variantInfoSchema = z.strictObject({
+  file: z.string(),
+  bytes: z.number().int().nonnegative(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
 
 /** Schema of `model.json`, the description of a model bundle. */
 export const modelInfoSchema = z.strictObject({
@@ -93,7 +97,11 @@ export interface ImportOptions {
  * to a temporary sibling directory and renamed).
  * @throws CheckpointContentError / CheckpointFormatError for a bad checkpoint, BundleError when the destination is taken
  */
-export async function importCheckpoint(checkpointDir: string, bundleDir: string, options: ImportOptions = {}): Promise<ModelInfo> {
+export async function importCheckpoint(
+  checkpointDir: string,
+  bundleDir: string,
+  options: ImportOptions = {},
+): Promise<ModelInfo> {
   const variants = options.variants ?? VARIANTS;
   const pooling = options.pooling ?? 'mean';
   const lowercase = options.lowercase ?? false;
@@ -105,14 +113,18 @@ export async function importCheckpoint(checkpointDir: string, bundleDir: string,
   const config = await readConfig(join(checkpointDir, 'config.json'));
   const maxLength = options.maxLength ?? Math.min(128, config.max_position_embeddings);
   if (maxLength > config.max_position_embeddings || maxLength < 2) {
-    throw new CheckpointContentError(`maxLength ${maxLength} must be between 2 and max_position_embeddings ${config.max_position_embeddings}`);
+    throw new CheckpointContentError(
+      `maxLength ${maxLength} must be between 2 and max_position_embeddings ${config.max_position_embeddings}`,
+    );
   }
   const vocabPath = join(checkpointDir, 'vocab.txt');
   const tokenizer = await BertTokenizer.fromVocab(vocabPath, { lowercase }).catch((cause: unknown) => {
     throw new CheckpointContentError(`${vocabPath}: cannot build the tokenizer from it`, { cause });
   });
   if (tokenizer.vocabSize !== config.vocab_size) {
-    throw new CheckpointContentError(`vocab.txt has ${tokenizer.vocabSize} tokens but config.json says vocab_size ${config.vocab_size}`);
+    throw new CheckpointContentError(
+      `vocab.txt has ${tokenizer.vocabSize} tokens but config.json says vocab_size ${config.vocab_size}`,
+    );
   }
   stage('read weights');
   const checkpoint = await readCheckpointWeights(checkpointDir);
@@ -136,7 +148,11 @@ export async function importCheckpoint(checkpointDir: string, bundleDir: string,
       });
       const file = VARIANT_FILES[variant];
       await writeFile(join(tmp, file), bytes);
-      variantInfo[variant] = { file, bytes: bytes.byteLength, sha256: createHash('sha256').update(bytes).digest('hex') };
+      variantInfo[variant] = {
+        file,
+        bytes: bytes.byteLength,
+        sha256: createHash('sha256').update(bytes).digest('hex'),
+      };
     }
     await copyFile(vocabPath, join(tmp, 'vocab.txt'));
     await copyFile(join(checkpointDir, 'config.json'), join(tmp, 'config.json'));
@@ -186,7 +202,10 @@ export async function readBundleInfo(bundleDir: string): Promise<ModelInfo> {
   try {
     raw = JSON.parse(await readFile(path, 'utf8'));
   } catch (cause) {
-    throw new BundleError(`${path} cannot be read; is ${bundleDir} a model bundle (made by \`cohort model import\` or \`cohort model pull\`)?`, { cause });
+    throw new BundleError(
+      `${path} cannot be read; is ${bundleDir} a model bundle (made by \`cohort model import\` or \`cohort model pull\`)?`,
+      { cause },
+    );
   }
   const parsed = modelInfoSchema.safeParse(raw);
   if (!parsed.success) {
@@ -194,9 +213,14 @@ export async function readBundleInfo(bundleDir: string): Promise<ModelInfo> {
   }
   const info = parsed.data;
   for (const [variant, v] of Object.entries(info.variants)) {
-    const size = await stat(join(bundleDir, v.file)).then((s) => s.size, () => -1);
+    const size = await stat(join(bundleDir, v.file)).then(
+      (s) => s.size,
+      () => -1,
+    );
     if (size !== v.bytes) {
-      throw new BundleError(`${bundleDir}: variant ${variant} (${v.file}) is ${size < 0 ? 'missing' : `${size} bytes, ${v.bytes} expected`}`);
+      throw new BundleError(
+        `${bundleDir}: variant ${variant} (${v.file}) is ${size < 0 ? 'missing' : `${size} bytes, ${v.bytes} expected`}`,
+      );
     }
   }
   return info;
@@ -209,7 +233,8 @@ export async function verifyBundle(bundleDir: string): Promise<ModelInfo> {
   for (const v of Object.values(info.variants)) checks.push([v.file, v.sha256]);
   for (const [file, expected] of checks) {
     const found = await sha256File(join(bundleDir, file));
-    if (found !== expected) throw new BundleError(`${bundleDir}/${file}: sha256 ${found}, model.json records ${expected}`);
+    if (found !== expected)
+      throw new BundleError(`${bundleDir}/${file}: sha256 ${found}, model.json records ${expected}`);
   }
   return info;
 }
@@ -278,7 +303,10 @@ export async function readConfig(path: string): Promise<BertConfig> {
   try {
     raw = JSON.parse(await readFile(path, 'utf8'));
   } catch (cause) {
-    throw new CheckpointContentError(`${path} cannot be read as JSON; a Hugging Face checkpoint directory has config.json, vocab.txt and weights`, { cause });
+    throw new CheckpointContentError(
+      `${path} cannot be read as JSON; a Hugging Face checkpoint directory has config.json, vocab.txt and weights`,
+      { cause },
+    );
   }
   return parseBertConfig(raw, path);
 }

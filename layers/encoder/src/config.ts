@@ -38,7 +38,8 @@ const REQUIRED_INTEGERS = [
  * @throws CheckpointContentError naming the field that is missing or unsupported
  */
 export function parseBertConfig(raw: unknown, label = 'config.json'): BertConfig {
-  if (typeof raw !== 'object' || raw === null) throw new CheckpointContentError(`${label}: not a JSON object`);
+  if (typeof raw !== 'object' || raw === null)
+    throw new CheckpointContentError(`${label}: not a JSON object`);
   const c = raw as Record<string, unknown>;
   const architectures = Array.isArray(c['architectures']) ? (c['architectures'] as string[]) : undefined;
   const modelType =
@@ -55,23 +56,32 @@ export function parseBertConfig(raw: unknown, label = 'config.json'): BertConfig
   for (const key of REQUIRED_INTEGERS) {
     const v = c[key];
     if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
-      throw new CheckpointContentError(`${label}: ${key} must be a positive integer, found ${JSON.stringify(v ?? null)}`);
+      throw new CheckpointContentError(
+        `${label}: ${key} must be a positive integer, found ${JSON.stringify(v ?? null)}`,
+      );
     }
   }
   const hidden = c['hidden_size'] as number;
   const heads = c['num_attention_heads'] as number;
   if (hidden % heads !== 0) {
-    throw new CheckpointContentError(`${label}: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}`);
+    throw new CheckpointContentError(
+      `${label}: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}`,
+    );
   }
   const act = c['hidden_act'] ?? 'gelu';
   if (act !== 'gelu') {
-    throw new CheckpointContentError(`${label}: hidden_act ${JSON.stringify(act)} is not supported (only exact "gelu")`);
+    throw new CheckpointContentError(
+      `${label}: hidden_act ${JSON.stringify(act)} is not supported (only exact "gelu")`,
+    );
   }
   const pet = c['position_embedding_type'] ?? 'absolute';
   if (pet !== 'absolute') {
-    throw new CheckpointContentError(`${label}: position_embedding_type ${JSON.stringify(pet)} is not supported (only "absolute")`);
+    throw new CheckpointContentError(
+      `${label}: position_embedding_type ${JSON.stringify(pet)} is not supported (only "absolute")`,
+    );
   }
   const eps = c['layer_norm_eps'] ?? 1e-12;
-  if (typeof eps !== 'number' || !(eps > 0)) throw new CheckpointContentError(`${label}: layer_norm_eps must be a positive number`);
+  if (typeof eps !== 'number' || !(eps > 0))
+    throw new CheckpointContentError(`${label}: layer_norm_eps must be a positive number`);
   return { ...(c as object), model_type: 'bert', hidden_act: 'gelu', layer_norm_eps: eps } as BertConfig;
 }

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { planBatches } from './batching.ts';
+import { padBatch, planBatches } from './batching.ts';
 import { type ModelInfo, readBundleInfo, type Variant } from './bundle.ts';
 import { BundleError, SequenceTooLongError } from './errors.ts';
 import { type EncoderLogger, getDefaultLogger } from './logger.ts';
@@ -84,11 +84,16 @@ export class Encoder {
   static async load(bundleDir: string, options: EncoderOptions = {}): Promise<Encoder> {
     const logger = options.logger ?? getDefaultLogger();
     const info = await readBundleInfo(bundleDir);
-    const tokenizer = await BertTokenizer.fromVocab(join(bundleDir, info.tokenizer.vocabFile), { lowercase: info.lowercase });
+    const tokenizer = await BertTokenizer.fromVocab(join(bundleDir, info.tokenizer.vocabFile), {
+      lowercase: info.lowercase,
+    });
     const asked = options.variant ?? 'auto';
     if (asked !== 'auto') {
       const v = info.variants[asked];
-      if (!v) throw new BundleError(`${bundleDir} has no ${asked} variant (it has ${Object.keys(info.variants).join(', ')}); re-import with --variants ${asked}`);
+      if (!v)
+        throw new BundleError(
+          `${bundleDir} has no ${asked} variant (it has ${Object.keys(info.variants).join(', ')}); re-import with --variants ${asked}`,
+        );
       const { session, provider } = await createSession(join(bundleDir, v.file), { ...options, logger });
       logger.info('encoder loaded', { fingerprint: info.fingerprint, variant: asked, provider });
       return new Encoder(info, tokenizer, session, provider, asked);
@@ -102,7 +107,11 @@ export class Encoder {
     const preferred: Variant = opened.provider === 'cpu' ? 'int8' : 'fp16';
     if (preferred !== variant && info.variants[preferred]) {
       await opened.session.release();
-      opened = await createSession(join(bundleDir, info.variants[preferred].file), { ...options, provider: opened.provider, logger });
+      opened = await createSession(join(bundleDir, info.variants[preferred].file), {
+        ...options,
+        provider: opened.provider,
+        logger,
+      });
       variant = preferred;
     }
     logger.info('encoder loaded', { fingerprint: info.fingerprint, variant, provider: opened.provider });
@@ -134,7 +143,8 @@ export class Encoder {
     const truncated: number[] = [];
     const ids = sequences.map((seq, i) => {
       if (seq.length <= maxLength) return seq;
-      if ((options.onOverflow ?? 'error') === 'error') throw new SequenceTooLongError(i, seq.length, maxLength);
+      if ((options.onOverflow ?? 'error') === 'error')
+        throw new SequenceTooLongError(i, seq.length, maxLength);
       truncated.push(i);
       return [...seq.slice(0, maxLength - 1), seq[seq.length - 1]!];
     });
@@ -154,7 +164,11 @@ export class Encoder {
       });
       computedTokens += batch.indices.length * batch.paddedLength;
     }
-    return { embeddings, truncated, stats: { sequences: ids.length, batches: batches.length, usefulTokens, computedTokens } };
+    return {
+      embeddings,
+      truncated,
+      stats: { sequences: ids.length, batches: batches.length, usefulTokens, computedTokens },
+    };
   }
 
   /**
@@ -162,21 +176,10 @@ export class Encoder {
    * @param hiddenStates also return the final hidden states (for tests and analysis). Default false.
    */
   async forward(batch: readonly (readonly number[])[], hiddenStates = false): Promise<ForwardOutput> {
-    const rows = batch.length;
-    const width = Math.max(...batch.map((s) => s.length));
-    const inputIds = new BigInt64Array(rows * width);
-    const mask = new BigInt64Array(rows * width);
-    const pad = BigInt(this.tokenizer.padId);
-    batch.forEach((seq, r) => {
-      for (let t = 0; t < width; t++) {
-        const inside = t < seq.length;
-        inputIds[r * width + t] = inside ? BigInt(seq[t]!) : pad;
-        mask[r * width + t] = inside ? 1n : 0n;
-      }
-    });
+    const { inputIds, attentionMask, rows, width } = padBatch(batch, this.tokenizer.padId);
     const feeds = {
       [ONNX_IO.inputIds]: new ort.Tensor('int64', inputIds, [rows, width]),
-      [ONNX_IO.attentionMask]: new ort.Tensor('int64', mask, [rows, width]),
+      [ONNX_IO.attentionMask]: new ort.Tensor('int64', attentionMask, [rows, width]),
     };
     const fetches = hiddenStates ? [ONNX_IO.embedding, ONNX_IO.lastHiddenState] : [ONNX_IO.embedding];
     const result = await this.session.run(feeds, fetches);
@@ -187,7 +190,9 @@ export class Encoder {
     const hidden = result[ONNX_IO.lastHiddenState]!.data as Float32Array;
     return {
       embeddings,
-      hiddenStates: Array.from({ length: rows }, (_, r) => hidden.slice(r * width * dims, (r + 1) * width * dims)),
+      hiddenStates: Array.from({ length: rows }, (_, r) =>
+        hidden.slice(r * width * dims, (r + 1) * width * dims),
+      ),
     };
   }
 

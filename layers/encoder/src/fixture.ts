@@ -1,12 +1,14 @@
-import { mkdir, copyFile, writeFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { float32Tensor, writeSafetensors } from './checkpoint/safetensors.ts';
-import type { RawTensor } from './tensor.ts';
 import type { BertConfig } from './config.ts';
+import type { RawTensor } from './tensor.ts';
 
 /** Path of the bert-base-cased vocabulary shipped with this package (the ClinicalBERT vocabulary). */
-export const BERT_BASE_CASED_VOCAB = fileURLToPath(new URL('../assets/vocab-bert-base-cased.txt', import.meta.url));
+export const BERT_BASE_CASED_VOCAB = fileURLToPath(
+  new URL('../assets/vocab-bert-base-cased.txt', import.meta.url),
+);
 
 /** The tiny fixture model's shape: ClinicalBERT's architecture and vocabulary, 2 layers, hidden 32. */
 export const TINY_BERT_CONFIG: BertConfig = {
@@ -100,7 +102,10 @@ export function bertTensorShapes(config: BertConfig): Map<string, number[]> {
 }
 
 /** Deterministic random weights for a BERT config, as F32 tensors in state-dict order. */
-export function randomBertWeights(config: BertConfig, options: RandomBertOptions = {}): Map<string, RawTensor> {
+export function randomBertWeights(
+  config: BertConfig,
+  options: RandomBertOptions = {},
+): Map<string, RawTensor> {
   const normal = seededNormal(options.seed ?? 1234);
   const std = options.std ?? 0.1;
   const out = new Map<string, RawTensor>();
@@ -126,7 +131,10 @@ export interface WriteCheckpointOptions extends RandomBertOptions {
  * `model.safetensors`) to `dir`. With the defaults this is the tiny fixture model: ClinicalBERT's
  * architecture and real vocabulary, random weights, meaningless rankings.
  */
-export async function writeRandomBertCheckpoint(dir: string, options: WriteCheckpointOptions = {}): Promise<void> {
+export async function writeRandomBertCheckpoint(
+  dir: string,
+  options: WriteCheckpointOptions = {},
+): Promise<void> {
   const config = options.config ?? TINY_BERT_CONFIG;
   await mkdir(dir, { recursive: true });
   await writeFile(join(dir, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);

@@ -7,7 +7,14 @@ export * from './errors.ts';
 export * from './fixture.ts';
 export * from './hub.ts';
 export * from './logger.ts';
-export { buildBertOnnx, type BuildBertOnnxOptions, type GraphKind, ONNX_IO, type Pooling, quantizePerColumn } from './onnx/bert.ts';
+export {
+  type BuildBertOnnxOptions,
+  buildBertOnnx,
+  type GraphKind,
+  ONNX_IO,
+  type Pooling,
+  quantizePerColumn,
+} from './onnx/bert.ts';
 export * from './reference.ts';
 export * from './session.ts';
 export * from './tensor.ts';

@@ -6,15 +6,15 @@ import { Logger } from '@aws-lambda-powertools/logger';
  * Fields carry identifiers and counts only: never note or query text.
  */
 export interface EncoderLogger {
-  debug(message: string, ...extra: object[]): void;
-  info(message: string, ...extra: object[]): void;
-  warn(message: string, ...extra: object[]): void;
+  debug(message: string, ...extra: Record<string, unknown>[]): void;
+  info(message: string, ...extra: Record<string, unknown>[]): void;
+  warn(message: string, ...extra: Record<string, unknown>[]): void;
 }
 
 let defaultLogger: EncoderLogger | undefined;
 
 /** The default logger: Powertools for AWS Lambda, service `cohort-encoder`, level from `POWERTOOLS_LOG_LEVEL` (default INFO). */
 export function getDefaultLogger(): EncoderLogger {
-  defaultLogger ??= new Logger({ serviceName: 'cohort-encoder' });
+  if (!defaultLogger) defaultLogger = new Logger({ serviceName: 'cohort-encoder' });
   return defaultLogger;
 }

@@ -69,8 +69,16 @@ export function referenceForward(
         }
       }
     }
-    const h1 = x.map((v, i) => layerNorm(add(dense(context[i]!, layer.attentionOutput), v), layer.attentionLayerNorm, eps));
-    x = h1.map((v) => layerNorm(add(dense(dense(v, layer.intermediate).map(gelu), layer.output), v), layer.outputLayerNorm, eps));
+    const h1 = x.map((v, i) =>
+      layerNorm(add(dense(context[i]!, layer.attentionOutput), v), layer.attentionLayerNorm, eps),
+    );
+    x = h1.map((v) =>
+      layerNorm(
+        add(dense(dense(v, layer.intermediate).map(gelu), layer.output), v),
+        layer.outputLayerNorm,
+        eps,
+      ),
+    );
   }
 
   let pooled = new Float64Array(hidden);

@@ -50,7 +50,12 @@ export function providerInstalled(provider: ResolvedProvider): boolean {
   if (!backends.includes(provider)) return false;
   if (provider === 'cuda') return existsSync(join(nativeDir(), 'libonnxruntime_providers_cuda.so'));
   if (provider === 'webgpu' && process.platform === 'linux') {
-    return ['/usr/lib/x86_64-linux-gnu/libvulkan.so.1', '/usr/lib/aarch64-linux-gnu/libvulkan.so.1', '/usr/lib64/libvulkan.so.1', '/usr/lib/libvulkan.so.1'].some(existsSync);
+    return [
+      '/usr/lib/x86_64-linux-gnu/libvulkan.so.1',
+      '/usr/lib/aarch64-linux-gnu/libvulkan.so.1',
+      '/usr/lib64/libvulkan.so.1',
+      '/usr/lib/libvulkan.so.1',
+    ].some(existsSync);
   }
   return true;
 }
@@ -60,7 +65,10 @@ export function providerInstalled(provider: ResolvedProvider): boolean {
  * missing or fails to start is an error ({@link ProviderUnavailableError}), never a silent CPU
  * fallback; `auto` tries the candidates in order and logs which one it took.
  */
-export async function createSession(model: string | Uint8Array, options: SessionOptions = {}): Promise<OpenSession> {
+export async function createSession(
+  model: string | Uint8Array,
+  options: SessionOptions = {},
+): Promise<OpenSession> {
   const asked = options.provider ?? 'auto';
   const threads = options.threads ?? availableParallelism();
   const candidates: ResolvedProvider[] = asked === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [asked];
@@ -89,7 +97,10 @@ export async function createSession(model: string | Uint8Array, options: Session
       return { session, provider };
     } catch (cause) {
       if (asked !== 'auto' || provider === 'cpu') {
-        throw new ProviderUnavailableError(`the ${provider} execution provider could not start: ${(cause as Error).message}`, { cause });
+        throw new ProviderUnavailableError(
+          `the ${provider} execution provider could not start: ${(cause as Error).message}`,
+          { cause },
+        );
       }
       skipped.push(`${provider}: ${(cause as Error).message.split('\n')[0]}`);
     }

@@ -109,6 +109,8 @@ export function toFloat32(name: string, t: RawTensor): Float32Array {
       return out;
     }
     default:
-      throw new CheckpointContentError(`tensor ${name}: dtype ${t.dtype} found, a floating-point dtype expected`);
+      throw new CheckpointContentError(
+        `tensor ${name}: dtype ${t.dtype} found, a floating-point dtype expected`,
+      );
   }
 }

@@ -1,4 +1,11 @@
-import { bertNormalizer, bertPreTokenizer, bertProcessing, type Encoding, Tokenizer, WordPiece } from 'tokenizers';
+import {
+  bertNormalizer,
+  bertPreTokenizer,
+  bertProcessing,
+  type Encoding,
+  Tokenizer,
+  WordPiece,
+} from 'tokenizers';
 import { BundleError } from './errors.ts';
 
 /** Settings of {@link BertTokenizer}. */
@@ -53,10 +60,13 @@ export class BertTokenizer {
     tokenizer.setPreTokenizer(bertPreTokenizer());
     const id = (token: string): number => {
       const found = tokenizer.tokenToId(token);
-      if (found === null || found === undefined) throw new BundleError(`${vocabPath}: the vocabulary has no ${token} token`);
+      if (found === null || found === undefined)
+        throw new BundleError(`${vocabPath}: the vocabulary has no ${token} token`);
       return found;
     };
-    tokenizer.setPostProcessor(bertProcessing([SPECIAL.sep, id(SPECIAL.sep)], [SPECIAL.cls, id(SPECIAL.cls)]));
+    tokenizer.setPostProcessor(
+      bertProcessing([SPECIAL.sep, id(SPECIAL.sep)], [SPECIAL.cls, id(SPECIAL.cls)]),
+    );
     return new BertTokenizer(tokenizer, lowercase, id(SPECIAL.pad));
   }
 

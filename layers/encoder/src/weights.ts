@@ -47,7 +47,8 @@ export interface BertWeights {
  */
 export function canonicalTensorName(key: string): string | undefined {
   let name = key.startsWith('bert.') ? key.slice(5) : key;
-  if (name.startsWith('cls.') || name.startsWith('pooler.') || name.endsWith('position_ids')) return undefined;
+  if (name.startsWith('cls.') || name.startsWith('pooler.') || name.endsWith('position_ids'))
+    return undefined;
   name = name.replace(/LayerNorm\.gamma$/, 'LayerNorm.weight').replace(/LayerNorm\.beta$/, 'LayerNorm.bias');
   return name;
 }
@@ -73,10 +74,15 @@ export function loadBertWeights(config: BertConfig, tensors: ReadonlyMap<string,
   const get = (name: string): Float32Array => {
     const entry = found.get(name);
     const shape = expected.get(name)!;
-    if (!entry) throw new CheckpointContentError(`tensor ${name} is missing from the checkpoint (expected shape [${shape.join(', ')}])`);
+    if (!entry)
+      throw new CheckpointContentError(
+        `tensor ${name} is missing from the checkpoint (expected shape [${shape.join(', ')}])`,
+      );
     const { key, tensor } = entry;
     if (!isFloatDType(tensor.dtype)) {
-      throw new CheckpointContentError(`tensor ${key}: dtype ${tensor.dtype} found, a floating-point dtype (F32, F16, BF16) expected`);
+      throw new CheckpointContentError(
+        `tensor ${key}: dtype ${tensor.dtype} found, a floating-point dtype (F32, F16, BF16) expected`,
+      );
     }
     if (tensor.shape.length !== shape.length || tensor.shape.some((d, i) => d !== shape[i])) {
       throw new CheckpointContentError(
@@ -87,9 +93,17 @@ export function loadBertWeights(config: BertConfig, tensors: ReadonlyMap<string,
   };
   const linear = (prefix: string): Linear => {
     const shape = expected.get(`${prefix}.weight`)!;
-    return { weight: get(`${prefix}.weight`), bias: get(`${prefix}.bias`), outFeatures: shape[0]!, inFeatures: shape[1]! };
+    return {
+      weight: get(`${prefix}.weight`),
+      bias: get(`${prefix}.bias`),
+      outFeatures: shape[0]!,
+      inFeatures: shape[1]!,
+    };
   };
-  const layerNorm = (prefix: string): LayerNormWeights => ({ gamma: get(`${prefix}.weight`), beta: get(`${prefix}.bias`) });
+  const layerNorm = (prefix: string): LayerNormWeights => ({
+    gamma: get(`${prefix}.weight`),
+    beta: get(`${prefix}.bias`),
+  });
   const layers: BertLayerWeights[] = [];
   for (let l = 0; l < config.num_hidden_layers; l++) {
     const p = `encoder.layer.${l}.`;

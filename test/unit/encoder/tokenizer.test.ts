@@ -13,7 +13,10 @@ interface GoldenCase {
 }
 
 const golden = JSON.parse(
-  readFileSync(new URL('../../fixtures/bert-base-cased-vocab/golden_tokenization.json', import.meta.url), 'utf8'),
+  readFileSync(
+    new URL('../../fixtures/bert-base-cased-vocab/golden_tokenization.json', import.meta.url),
+    'utf8',
+  ),
 ) as { cases: GoldenCase[] };
 
 describe('BertTokenizer', () => {
@@ -23,18 +26,21 @@ describe('BertTokenizer', () => {
   });
 
   for (const lowercase of [false, true]) {
-    describe(lowercase ? 'lowercase (AutoTokenizer on the ClinicalBERT repos)' : 'cased (as pretrained)', () => {
-      for (const c of golden.cases.filter((g) => g.lowercase === lowercase)) {
-        it(`reproduces Hugging Face ids, tokens and offsets for ${c.name}`, async () => {
-          const tokenizer = await BertTokenizer.fromVocab(BERT_BASE_CASED_VOCAB, { lowercase });
-          const out = await tokenizer.encode(c.text);
-          expect(out.ids).toEqual(c.ids);
-          expect(out.tokens).toEqual(c.tokens);
-          // The golden file counts code points; the tokenizer reports JavaScript string indices.
-          expect(out.offsets).toEqual(codePointToUtf16Offsets(c.text, c.offsets));
-        });
-      }
-    });
+    describe(
+      lowercase ? 'lowercase (AutoTokenizer on the ClinicalBERT repos)' : 'cased (as pretrained)',
+      () => {
+        for (const c of golden.cases.filter((g) => g.lowercase === lowercase)) {
+          it(`reproduces Hugging Face ids, tokens and offsets for ${c.name}`, async () => {
+            const tokenizer = await BertTokenizer.fromVocab(BERT_BASE_CASED_VOCAB, { lowercase });
+            const out = await tokenizer.encode(c.text);
+            expect(out.ids).toEqual(c.ids);
+            expect(out.tokens).toEqual(c.tokens);
+            // The golden file counts code points; the tokenizer reports JavaScript string indices.
+            expect(out.offsets).toEqual(codePointToUtf16Offsets(c.text, c.offsets));
+          });
+        }
+      },
+    );
   }
 
   it('reports offsets that slice the original text in JavaScript', async () => {

@@ -117,8 +117,19 @@ export function buildBertOnnx(weights: BertWeights, options: BuildBertOnnxOption
     if (kind === 'int8') {
       dense = (input, lin, name, withBias) => quantizedMatMul(g, input, lin, name, withBias);
       const qkv = quantizedMatMul(g, x, concatLinear([layer.query, layer.key, layer.value]), `${p}qkv`, true);
-      const [q, k, v] = g.node('Split', [qkv, g.int64(`${p}qkv_split`, [3], [hidden, hidden, hidden])], { axis: { i: 2 } }, 3);
-      attention = g.node('MultiHeadAttention', [q!, k!, v!, '', maskInt32], mhaAttributes(heads), 1, 'com.microsoft')[0]!;
+      const [q, k, v] = g.node(
+        'Split',
+        [qkv, g.int64(`${p}qkv_split`, [3], [hidden, hidden, hidden])],
+        { axis: { i: 2 } },
+        3,
+      );
+      attention = g.node(
+        'MultiHeadAttention',
+        [q!, k!, v!, '', maskInt32],
+        mhaAttributes(heads),
+        1,
+        'com.microsoft',
+      )[0]!;
     } else {
       dense = (input, lin, name, withBias) => {
         const mm = g.op('MatMul', [input, transposed(`${name}_weight`, lin)]);
@@ -132,9 +143,21 @@ export function buildBertOnnx(weights: BertWeights, options: BuildBertOnnxOption
       );
     }
     const attentionOut = dense(attention, layer.attentionOutput, `${p}attention_output`, false);
-    const h1 = skipLayerNorm(g, attentionOut, x, layer.attentionLayerNorm, layer.attentionOutput.bias, `${p}attention_ln`, eps, float);
+    const h1 = skipLayerNorm(
+      g,
+      attentionOut,
+      x,
+      layer.attentionLayerNorm,
+      layer.attentionOutput.bias,
+      `${p}attention_ln`,
+      eps,
+      float,
+    );
     const intermediate = dense(h1, layer.intermediate, `${p}intermediate`, false);
-    const activated = g.msOp('BiasGelu', [intermediate, float(`${p}intermediate_bias`, [c.intermediate_size], layer.intermediate.bias)]);
+    const activated = g.msOp('BiasGelu', [
+      intermediate,
+      float(`${p}intermediate_bias`, [c.intermediate_size], layer.intermediate.bias),
+    ]);
     const out = dense(activated, layer.output, `${p}output`, false);
     x = skipLayerNorm(g, out, h1, layer.outputLayerNorm, layer.output.bias, `${p}output_ln`, eps, float);
   });
@@ -153,7 +176,9 @@ export function buildBertOnnx(weights: BertWeights, options: BuildBertOnnxOption
     const safeCount = g.op('Max', [count, g.float32('min_count', [], Float32Array.of(1e-9))]);
     pooled = g.op('Div', [summed, safeCount]);
   }
-  const norm = g.op('Sqrt', [g.op('ReduceSumSquare', [pooled], { axes: { ints: [-1] }, keepdims: { i: 1 } })]);
+  const norm = g.op('Sqrt', [
+    g.op('ReduceSumSquare', [pooled], { axes: { ints: [-1] }, keepdims: { i: 1 } }),
+  ]);
   const safeNorm = g.op('Max', [norm, g.float32('min_norm', [], Float32Array.of(1e-12))]);
   g.node('Div', [pooled, safeNorm], {}, [ONNX_IO.embedding]);
 
@@ -185,17 +210,33 @@ function skipLayerNorm(
   const n = ln.gamma.length;
   return g.msOp(
     'SkipLayerNormalization',
-    [input, skip, float(`${name}_gamma`, [n], ln.gamma), float(`${name}_beta`, [n], ln.beta), float(`${name}_bias`, [n], bias)],
+    [
+      input,
+      skip,
+      float(`${name}_gamma`, [n], ln.gamma),
+      float(`${name}_beta`, [n], ln.beta),
+      float(`${name}_bias`, [n], bias),
+    ],
     { epsilon: { f: eps } },
   );
 }
 
-function layerNormPlain(g: GraphBuilder, input: string, ln: LayerNormWeights, name: string, eps: number): string {
+function layerNormPlain(
+  g: GraphBuilder,
+  input: string,
+  ln: LayerNormWeights,
+  name: string,
+  eps: number,
+): string {
   const n = ln.gamma.length;
-  return g.op('LayerNormalization', [input, g.float32(`${name}_ln_gamma`, [n], ln.gamma), g.float32(`${name}_ln_beta`, [n], ln.beta)], {
-    axis: { i: -1 },
-    epsilon: { f: eps },
-  });
+  return g.op(
+    'LayerNormalization',
+    [input, g.float32(`${name}_ln_gamma`, [n], ln.gamma), g.float32(`${name}_ln_beta`, [n], ln.beta)],
+    {
+      axis: { i: -1 },
+      epsilon: { f: eps },
+    },
+  );
 }
 
 /** One encoder layer in standard ops, the way torch.onnx.export writes BertLayer. */
@@ -212,21 +253,39 @@ function plainLayer(
   const headSize = hidden / heads;
   const linear = (input: string, lin: Linear, name: string): string =>
     g.op('Add', [
-      g.op('MatMul', [input, g.float32(`${name}_weight`, [lin.inFeatures, lin.outFeatures], transpose(lin.weight, lin.outFeatures, lin.inFeatures))]),
+      g.op('MatMul', [
+        input,
+        g.float32(
+          `${name}_weight`,
+          [lin.inFeatures, lin.outFeatures],
+          transpose(lin.weight, lin.outFeatures, lin.inFeatures),
+        ),
+      ]),
       g.float32(`${name}_bias`, [lin.outFeatures], lin.bias),
     ]);
   const splitShape = g.int64(`${p}split_heads`, [4], [0, 0, heads, headSize]);
-  const heads4 = (v: string, perm: number[]): string => g.op('Transpose', [g.op('Reshape', [v, splitShape])], { perm: { ints: perm } });
+  const heads4 = (v: string, perm: number[]): string =>
+    g.op('Transpose', [g.op('Reshape', [v, splitShape])], { perm: { ints: perm } });
   const q = heads4(linear(x, layer.query, `${p}query`), [0, 2, 1, 3]);
   const k = heads4(linear(x, layer.key, `${p}key`), [0, 2, 3, 1]);
   const v = heads4(linear(x, layer.value, `${p}value`), [0, 2, 1, 3]);
-  const scores = g.op('Div', [g.op('MatMul', [q, k]), g.float32(`${p}scale`, [], Float32Array.of(Math.sqrt(headSize)))]);
+  const scores = g.op('Div', [
+    g.op('MatMul', [q, k]),
+    g.float32(`${p}scale`, [], Float32Array.of(Math.sqrt(headSize))),
+  ]);
   const probs = g.op('Softmax', [g.op('Add', [scores, additiveMask])], { axis: { i: -1 } });
   const context = g.op('Reshape', [
     g.op('Transpose', [g.op('MatMul', [probs, v])], { perm: { ints: [0, 2, 1, 3] } }),
     g.int64(`${p}merge_heads`, [3], [0, 0, hidden]),
   ]);
-  const h1 = layerNormPlainResidual(g, linear(context, layer.attentionOutput, `${p}attention_output`), x, layer.attentionLayerNorm, `${p}attention`, eps);
+  const h1 = layerNormPlainResidual(
+    g,
+    linear(context, layer.attentionOutput, `${p}attention_output`),
+    x,
+    layer.attentionLayerNorm,
+    `${p}attention`,
+    eps,
+  );
   const inter = linear(h1, layer.intermediate, `${p}intermediate`);
   // Exact GELU: x * 0.5 * (1 + erf(x / sqrt(2))).
   const erf = g.op('Erf', [g.op('Div', [inter, g.float32(`${p}sqrt2`, [], Float32Array.of(Math.SQRT2))])]);
@@ -234,10 +293,24 @@ function plainLayer(
     g.op('Mul', [inter, g.op('Add', [erf, g.float32(`${p}gelu_one`, [], Float32Array.of(1))])]),
     g.float32(`${p}gelu_half`, [], Float32Array.of(0.5)),
   ]);
-  return layerNormPlainResidual(g, linear(gelu, layer.output, `${p}output`), h1, layer.outputLayerNorm, `${p}output`, eps);
+  return layerNormPlainResidual(
+    g,
+    linear(gelu, layer.output, `${p}output`),
+    h1,
+    layer.outputLayerNorm,
+    `${p}output`,
+    eps,
+  );
 }
 
-function layerNormPlainResidual(g: GraphBuilder, input: string, residual: string, ln: LayerNormWeights, name: string, eps: number): string {
+function layerNormPlainResidual(
+  g: GraphBuilder,
+  input: string,
+  residual: string,
+  ln: LayerNormWeights,
+  name: string,
+  eps: number,
+): string {
   return layerNormPlain(g, g.op('Add', [input, residual]), ln, name, eps);
 }
 
@@ -246,9 +319,20 @@ function layerNormPlainResidual(g: GraphBuilder, input: string, residual: string
  * activations are quantized to uint8 per call, weights are int8 with one scale per output column.
  * Per-channel scales keep the error of columns with small weights small (cosine ≥ 0.99 end to end).
  */
-function quantizedMatMul(g: GraphBuilder, input: string, lin: Linear, name: string, withBias: boolean): string {
+function quantizedMatMul(
+  g: GraphBuilder,
+  input: string,
+  lin: Linear,
+  name: string,
+  withBias: boolean,
+): string {
   const { quantized, scales } = quantizePerColumn(lin);
-  const weight = g.initializer(`${name}_weight_int8`, DataType.INT8, [lin.inFeatures, lin.outFeatures], bytesOf(quantized));
+  const weight = g.initializer(
+    `${name}_weight_int8`,
+    DataType.INT8,
+    [lin.inFeatures, lin.outFeatures],
+    bytesOf(quantized),
+  );
   const scale = g.float32(`${name}_weight_scale`, [lin.outFeatures], scales);
   const inputs = [input, weight, scale, ''];
   if (withBias) inputs.push(g.float32(`${name}_bias`, [lin.outFeatures], lin.bias));
@@ -268,7 +352,8 @@ export function quantizePerColumn(lin: Linear): { quantized: Int8Array; scales: 
     for (let i = 0; i < k; i++) max = Math.max(max, Math.abs(weight[o * k + i]!));
     const s = max > 0 ? max / 127 : 1;
     scales[o] = s;
-    for (let i = 0; i < k; i++) quantized[i * n + o] = Math.max(-127, Math.min(127, Math.round(weight[o * k + i]! / s)));
+    for (let i = 0; i < k; i++)
+      quantized[i * n + o] = Math.max(-127, Math.min(127, Math.round(weight[o * k + i]! / s)));
   }
   return { quantized, scales };
 }

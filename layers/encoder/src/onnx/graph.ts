@@ -1,4 +1,4 @@
-import { onnx, DataType, type OnnxTypes } from './proto.ts';
+import { DataType, type OnnxTypes, onnx } from './proto.ts';
 
 // A small builder over the generated protobuf classes. There is no maintained npm library that
 // builds ONNX graphs (onnx's own helpers are Python), so this keeps graph code readable: named
@@ -52,7 +52,12 @@ export class GraphBuilder {
 
   /** Adds an int64 initializer (small tensors: shapes, axes, indices). */
   int64(name: string, dims: readonly number[], values: readonly number[]): string {
-    return this.initializer(name, DataType.INT64, dims, bytesOf(BigInt64Array.from(values, (v) => BigInt(v))));
+    return this.initializer(
+      name,
+      DataType.INT64,
+      dims,
+      bytesOf(BigInt64Array.from(values, (v) => BigInt(v))),
+    );
   }
 
   /**
@@ -86,12 +91,20 @@ export class GraphBuilder {
   }
 
   /** Shorthand for a node with one output. */
-  op(opType: string, inputs: readonly string[], attributes: Readonly<Record<string, AttributeValue>> = {}): string {
+  op(
+    opType: string,
+    inputs: readonly string[],
+    attributes: Readonly<Record<string, AttributeValue>> = {},
+  ): string {
     return this.node(opType, inputs, attributes, 1)[0]!;
   }
 
   /** Shorthand for a com.microsoft contrib node with one output. */
-  msOp(opType: string, inputs: readonly string[], attributes: Readonly<Record<string, AttributeValue>> = {}): string {
+  msOp(
+    opType: string,
+    inputs: readonly string[],
+    attributes: Readonly<Record<string, AttributeValue>> = {},
+  ): string {
     return this.node(opType, inputs, attributes, 1, MS_DOMAIN)[0]!;
   }
 

@@ -17,7 +17,9 @@ beforeAll(async () => {
 });
 
 function opTypes(model: Uint8Array): Set<string> {
-  return new Set(onnx.ModelProto.decode(model).graph!.node!.map((n) => `${n.domain || 'ai.onnx'}:${n.opType}`));
+  return new Set(
+    onnx.ModelProto.decode(model).graph!.node!.map((n) => `${n.domain || 'ai.onnx'}:${n.opType}`),
+  );
 }
 
 describe('buildBertOnnx', () => {
@@ -34,7 +36,9 @@ describe('buildBertOnnx', () => {
           maxDiff = Math.max(maxDiff, Math.abs(onnxValue - ref.hiddenStates[t]![h]!));
         }
       }
-      expect(cosine(out.embedding.subarray(r * hidden, (r + 1) * hidden), ref.embedding)).toBeGreaterThanOrEqual(0.99999);
+      expect(
+        cosine(out.embedding.subarray(r * hidden, (r + 1) * hidden), ref.embedding),
+      ).toBeGreaterThanOrEqual(0.99999);
     });
     expect(maxDiff).toBeLessThanOrEqual(1e-4);
   });
@@ -50,7 +54,9 @@ describe('buildBertOnnx', () => {
       const hidden = weights.config.hidden_size;
       sequences.forEach((seq, r) => {
         const ref = referenceForward(weights, seq);
-        expect(cosine(out.embedding.subarray(r * hidden, (r + 1) * hidden), ref.embedding)).toBeGreaterThanOrEqual(minCosine);
+        expect(
+          cosine(out.embedding.subarray(r * hidden, (r + 1) * hidden), ref.embedding),
+        ).toBeGreaterThanOrEqual(minCosine);
       });
     });
   }
@@ -60,7 +66,9 @@ describe('buildBertOnnx', () => {
     const hidden = weights.config.hidden_size;
     for (let r = 0; r < 3; r++) {
       const ref = referenceForward(weights, sequences[r]!, undefined, 'cls');
-      expect(cosine(out.embedding.subarray(r * hidden, (r + 1) * hidden), ref.embedding)).toBeGreaterThanOrEqual(0.99999);
+      expect(
+        cosine(out.embedding.subarray(r * hidden, (r + 1) * hidden), ref.embedding),
+      ).toBeGreaterThanOrEqual(0.99999);
     }
   });
 
@@ -82,7 +90,9 @@ describe('buildBertOnnx', () => {
       const together = await runModel(model, [long, short]);
       const alone = await runModel(model, [short]);
       const hidden = weights.config.hidden_size;
-      expect(cosine(together.embedding.subarray(hidden, 2 * hidden), alone.embedding)).toBeGreaterThan(0.99999);
+      expect(cosine(together.embedding.subarray(hidden, 2 * hidden), alone.embedding)).toBeGreaterThan(
+        0.99999,
+      );
     });
   }
 
@@ -108,7 +118,9 @@ describe('buildBertOnnx', () => {
     expect(sizes('int8').get(onnx.TensorProto.DataType.INT8)).toBe(weights.config.num_hidden_layers * 4);
     // In the fp16 graph only the pooling's scalar constants stay float32 (pooling runs in float32).
     const fp16Graph = onnx.ModelProto.decode(buildBertOnnx(weights, { precision: 'fp16' })).graph!;
-    const float32Tensors = fp16Graph.initializer!.filter((t) => t.dataType === onnx.TensorProto.DataType.FLOAT);
+    const float32Tensors = fp16Graph.initializer!.filter(
+      (t) => t.dataType === onnx.TensorProto.DataType.FLOAT,
+    );
     expect(float32Tensors.every((t) => (t.dims ?? []).length === 0)).toBe(true);
     expect(sizes('fused', 'fp16').get(onnx.TensorProto.DataType.FLOAT16)).toBeGreaterThan(10);
   });

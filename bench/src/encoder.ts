@@ -1,0 +1,188 @@
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  BERT_BASE_CONFIG,
+  BertTokenizer,
+  buildBertOnnx,
+  importCheckpoint,
+  loadBertWeights,
+  padBatch,
+  paddingEfficiency,
+  planBatches,
+  readBundleInfo,
+  readCheckpointWeights,
+  readConfig,
+  writeRandomBertCheckpoint,
+} from '@cohort/encoder';
+import * as ort from 'onnxruntime-node';
+import { printTable, quantile, round } from './stats.ts';
+
+const WORK = new URL('../.work/', import.meta.url).pathname;
+const NOTES = new URL('../../test/fixtures/notes/', import.meta.url).pathname;
+const THREADS = Number(process.env['BENCH_THREADS'] ?? 2);
+const SEQ = 128;
+const BATCH = 8;
+
+type Label = 'plain fp32' | 'fused fp32' | 'int8';
+
+/**
+ * Encoder benchmark on a BERT-base-sized random checkpoint (ClinicalBERT's shape, generated here,
+ * not committed): throughput at 128 tokens and batch-1 latency for a 16-token query for the plain
+ * fp32 graph (the baseline of a plain export), the fused fp32 graph and int8; int8's cosine to the
+ * plain graph; and padding efficiency of token-budget batching on sentences from example notes.
+ */
+export async function runEncoderBench(): Promise<void> {
+  const log = (m: string) => process.stderr.write(`[bench encoder] ${m}\n`);
+  const checkpoint = join(WORK, 'bert-base-random');
+  const bundle = join(WORK, 'bert-base-bundle');
+  if (!existsSync(join(checkpoint, 'model.safetensors'))) {
+    log('writing a BERT-base-sized random checkpoint (seeded; about 440 MB)');
+    await writeRandomBertCheckpoint(checkpoint, { config: BERT_BASE_CONFIG, std: 0.02 });
+  }
+  if (!existsSync(join(bundle, 'model.json'))) {
+    log('importing it (fp32 and int8 variants)');
+    await importCheckpoint(checkpoint, bundle, { variants: ['fp32', 'int8'], overwrite: true });
+  }
+  const info = await readBundleInfo(bundle);
+  log('building the plain (unfused) fp32 graph');
+  const weights = loadBertWeights(
+    await readConfig(join(checkpoint, 'config.json')),
+    (await readCheckpointWeights(checkpoint)).tensors,
+  );
+  const plainModel = buildBertOnnx(weights, { kind: 'plain' });
+
+  const options: ort.InferenceSession.SessionOptions = {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: THREADS,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+  };
+  const sessions: Record<Label, ort.InferenceSession> = {
+    'plain fp32': await ort.InferenceSession.create(plainModel, options),
+    'fused fp32': await ort.InferenceSession.create(join(bundle, info.variants.fp32!.file), options),
+    int8: await ort.InferenceSession.create(join(bundle, info.variants.int8!.file), options),
+  };
+  const labels = Object.keys(sessions) as Label[];
+
+  const run = async (label: Label, batch: number[][]): Promise<Float32Array> => {
+    const { inputIds, attentionMask, rows, width } = padBatch(batch);
+    const out = await sessions[label].run(
+      {
+        input_ids: new ort.Tensor('int64', inputIds, [rows, width]),
+        attention_mask: new ort.Tensor('int64', attentionMask, [rows, width]),
+      },
+      ['embedding'],
+    );
+    return out['embedding']!.data as Float32Array;
+  };
+  const randomSequence = (length: number, seed: number): number[] =>
+    Array.from({ length }, (_, t) =>
+      t === 0 ? 101 : t === length - 1 ? 102 : 1000 + ((seed * 7919 + t * 104729) % 27000),
+    );
+
+  // Throughput at 128 tokens: rounds alternate between the variants so that drift in machine load
+  // affects all of them alike.
+  log(`throughput: batches of ${BATCH} × ${SEQ} tokens, ${THREADS} threads`);
+  const batch128 = Array.from({ length: BATCH }, (_, i) => randomSequence(SEQ, i));
+  for (const l of labels) await run(l, batch128);
+  const seconds: Record<Label, number[]> = { 'plain fp32': [], 'fused fp32': [], int8: [] };
+  const rounds = Number(process.env['BENCH_ROUNDS'] ?? 5);
+  for (let r = 0; r < rounds; r++) {
+    for (const l of labels) {
+      const t0 = performance.now();
+      await run(l, batch128);
+      seconds[l].push((performance.now() - t0) / 1000);
+    }
+  }
+  const seqPerSecond = (l: Label) => BATCH / quantile(seconds[l], 0.5);
+
+  log('latency: batch 1 × 16 tokens');
+  const query = randomSequence(16, 42);
+  const latency: Record<Label, number[]> = { 'plain fp32': [], 'fused fp32': [], int8: [] };
+  for (const l of labels) for (let i = 0; i < 10; i++) await run(l, [query]);
+  for (let i = 0; i < 200; i++) {
+    for (const l of labels) {
+      const t0 = performance.now();
+      await run(l, [query]);
+      latency[l].push(performance.now() - t0);
+    }
+  }
+
+  log('note sentences: padding efficiency and int8 cosine');
+  const tokenizer = await BertTokenizer.fromVocab(join(bundle, info.tokenizer.vocabFile));
+  const sentences = await noteSentences();
+  const lengths = (await tokenizer.encodeBatch(sentences)).map((t) => Math.min(t.ids.length, SEQ));
+  const efficiency = paddingEfficiency(
+    lengths,
+    planBatches(lengths, { tokenBudget: 4096, maxBatchSize: 256 }),
+  );
+  const naiveEfficiency = lengths.reduce((a, b) => a + b, 0) / (lengths.length * SEQ);
+  const sample = (await tokenizer.encodeBatch(sentences.slice(0, 64))).map((t) => t.ids.slice(0, SEQ));
+  const cosines: number[] = [];
+  for (const ids of sample) {
+    const a = await run('plain fp32', [ids]);
+    const b = await run('int8', [ids]);
+    cosines.push(a.reduce((s, v, i) => s + v * b[i]!, 0));
+  }
+  const meanCosine = cosines.reduce((a, b) => a + b, 0) / cosines.length;
+  for (const s of Object.values(sessions)) await s.release();
+
+  printTable(
+    ['variant', `seq/s @${SEQ} tok`, 'vs plain', 'query16 p50 ms', 'query16 p99 ms'],
+    labels.map((l) => [
+      l,
+      round(seqPerSecond(l)),
+      `${round(seqPerSecond(l) / seqPerSecond('plain fp32'))}×`,
+      round(quantile(latency[l], 0.5)),
+      round(quantile(latency[l], 0.99)),
+    ]),
+  );
+  process.stdout.write('\n');
+  printTable(
+    ['measure', 'value'],
+    [
+      [
+        'int8 cosine to plain fp32 (mean / min, 64 note sentences)',
+        `${round(meanCosine, 5)} / ${round(Math.min(...cosines), 5)}`,
+      ],
+      [`padding efficiency, token budget 4096 (${lengths.length} note sentences)`, round(efficiency, 3)],
+      [`padding efficiency, naive padding to ${SEQ}`, round(naiveEfficiency, 3)],
+      ['threads', THREADS],
+    ],
+  );
+  const p50 = (l: Label) => round(quantile(latency[l], 0.5));
+  process.stdout.write(
+    `${JSON.stringify({
+      bench: 'encoder',
+      int8_vs_plain: round(seqPerSecond('int8') / seqPerSecond('plain fp32')),
+      fused_vs_plain: round(seqPerSecond('fused fp32') / seqPerSecond('plain fp32')),
+      int8_cosine: round(meanCosine, 5),
+      int8_cosine_min: round(Math.min(...cosines), 5),
+      query16_p50_ms: { plain: p50('plain fp32'), fused: p50('fused fp32'), int8: p50('int8') },
+      seq_per_s_128: {
+        plain: round(seqPerSecond('plain fp32')),
+        fused: round(seqPerSecond('fused fp32')),
+        int8: round(seqPerSecond('int8')),
+      },
+      padding_efficiency: round(efficiency, 3),
+      naive_padding_efficiency: round(naiveEfficiency, 3),
+      threads: THREADS,
+    })}\n`,
+  );
+}
+
+/**
+ * Sentences from the example notes, split on line breaks and sentence-final punctuation: a rough
+ * splitter is enough to get realistic lengths (the notes layer does the real splitting).
+ */
+async function noteSentences(): Promise<string[]> {
+  const out: string[] = [];
+  for (const file of (await readdir(NOTES)).filter((f) => f !== 'SOURCE.md').sort()) {
+    const text = await readFile(join(NOTES, file), 'utf8');
+    for (const line of text.split(/\r?\n/)) {
+      for (const s of line.split(/(?<=[.!?])\s+(?=[A-Z])/)) if (s.trim().length > 1) out.push(s.trim());
+    }
+  }
+  return out;
+}

@@ -1,0 +1,14 @@
+// `npm run bench -- <name>…` runs the named benchmarks (all when none is named). Each prints a
+// table, then one JSON line last.
+import { runEncoderBench } from './encoder.ts';
+
+const benches: Record<string, () => Promise<void>> = { encoder: runEncoderBench };
+const names = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+for (const name of names.length ? names : Object.keys(benches)) {
+  const bench = benches[name];
+  if (!bench) {
+    process.stderr.write(`unknown benchmark ${name}; available: ${Object.keys(benches).join(', ')}\n`);
+    process.exit(2);
+  }
+  await bench();
+}

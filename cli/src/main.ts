@@ -1,0 +1,238 @@
+import { join, resolve } from 'node:path';
+import {
+  BertTokenizer,
+  defaultCacheDir,
+  Encoder,
+  EncoderError,
+  type ImportOptions,
+  importCheckpoint,
+  type ModelInfo,
+  type Provider,
+  pullCheckpoint,
+  readBundleInfo,
+  VARIANTS,
+  type Variant,
+  verifyBundle,
+  writeRandomBertCheckpoint,
+} from '@cohort/encoder';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { CliError } from './errors.ts';
+import { createStderrLogger } from './log.ts';
+import { createDownloadProgress } from './progress.ts';
+
+const program = new Command('cohort')
+  .description('Semantic cohort search over clinical notes (ClinicalBERT + HNSW)')
+  .option('-v, --verbose', 'log progress and choices to stderr')
+  .showHelpAfterError()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+const logger = () => createStderrLogger(program.opts()['verbose'] ? 'info' : undefined);
+const print = (value: unknown): void => {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+};
+
+function parseVariants(value: string): Variant[] {
+  const list = value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
+  for (const v of list) {
+    if (!(VARIANTS as readonly string[]).includes(v))
+      throw new InvalidArgumentError(`unknown variant ${v}; choose from ${VARIANTS.join(', ')}`);
+  }
+  if (list.length === 0) throw new InvalidArgumentError('name at least one variant');
+  return list as Variant[];
+}
+
+function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${value} is not a positive integer`);
+  return n;
+}
+
+/** Options shared by `model import` and `model pull`. */
+function withImportOptions(command: Command): Command {
+  return command
+    .option('--variants <list>', 'comma-separated variants to build: fp32, int8, fp16', parseVariants, [
+      ...VARIANTS,
+    ])
+    .addOption(
+      new Option('--pooling <mode>', 'pooling of token vectors').choices(['mean', 'cls']).default('mean'),
+    )
+    .option(
+      '--lowercase',
+      'lowercase input as Hugging Face AutoTokenizer does on the ClinicalBERT repos (default: cased, as pretrained)',
+      false,
+    )
+    .option(
+      '--max-length <tokens>',
+      'longest input in tokens, [CLS] and [SEP] included (default 128)',
+      parsePositiveInt,
+    )
+    .option('--force', 'replace an existing bundle at --out', false);
+}
+
+function importOptions(opts: Record<string, unknown>, log: ReturnType<typeof logger>): ImportOptions {
+  return {
+    variants: opts['variants'] as Variant[],
+    pooling: opts['pooling'] as 'mean' | 'cls',
+    lowercase: Boolean(opts['lowercase']),
+    maxLength: opts['maxLength'] as number | undefined,
+    overwrite: Boolean(opts['force']),
+    onStage: (stage) => log.info('import', { stage }),
+  };
+}
+
+function summary(info: ModelInfo, bundle: string) {
+  return {
+    bundle: resolve(bundle),
+    fingerprint: info.fingerprint,
+    dims: info.dims,
+    variants: Object.keys(info.variants),
+  };
+}
+
+const model = program.command('model').description('get, build and inspect model bundles');
+
+model
+  .command('fixture')
+  .description(
+    'write the tiny random BERT checkpoint (ClinicalBERT architecture and vocabulary, 2 layers, hidden 32) in Hugging Face layout; its rankings are meaningless',
+  )
+  .requiredOption('--out <dir>', 'directory to write config.json, vocab.txt and model.safetensors into')
+  .action(async (opts: { out: string }) => {
+    await writeRandomBertCheckpoint(opts.out);
+    print({ checkpoint: resolve(opts.out), files: ['config.json', 'vocab.txt', 'model.safetensors'] });
+  });
+
+withImportOptions(
+  model
+    .command('import')
+    .description(
+      'import a Hugging Face BERT checkpoint directory (config.json, vocab.txt, model.safetensors or pytorch_model.bin) into a model bundle',
+    )
+    .argument('<hf-dir>', 'checkpoint directory')
+    .requiredOption('--out <bundle>', 'bundle directory to create'),
+).action(async (dir: string, opts: Record<string, unknown>) => {
+  const log = logger();
+  const info = await importCheckpoint(dir, opts['out'] as string, importOptions(opts, log));
+  print(summary(info, opts['out'] as string));
+});
+
+withImportOptions(
+  model
+    .command('pull')
+    .description(
+      'download a BERT checkpoint from the Hugging Face hub (resumable, verified, cached) and import it',
+    )
+    .argument('<repo-id>', 'e.g. emilyalsentzer/Bio_Discharge_Summary_BERT')
+    .option('--revision <rev>', 'branch, tag or commit', 'main')
+    .option('--out <bundle>', 'bundle directory to create (default: <cache>/models/<owner>--<name>)'),
+).action(async (repoId: string, opts: Record<string, unknown>) => {
+  const log = logger();
+  const pulled = await pullCheckpoint({
+    repoId,
+    revision: opts['revision'] as string,
+    onProgress: createDownloadProgress(process.stderr),
+  });
+  const out =
+    (opts['out'] as string | undefined) ?? join(defaultCacheDir(), 'models', repoId.replace('/', '--'));
+  const info = await importCheckpoint(pulled.dir, out, {
+    ...importOptions(opts, log),
+    source: { repo: repoId, revision: pulled.revision, commit: pulled.commitSha },
+  });
+  print(summary(info, out));
+});
+
+model
+  .command('info')
+  .description("print a bundle's model.json")
+  .argument('<bundle>', 'bundle directory')
+  .option('--verify', 'also hash every file and compare with model.json', false)
+  .action(async (bundle: string, opts: { verify: boolean }) => {
+    const info = opts.verify ? await verifyBundle(bundle) : await readBundleInfo(bundle);
+    process.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+  });
+
+program
+  .command('tokenize')
+  .description(
+    'tokenize texts with a bundle\'s tokenizer; one JSON line per text: {"ids","tokens","offsets"} (offsets in JavaScript string indices)',
+  )
+  .requiredOption('--model <bundle>', 'bundle directory')
+  .argument('<text...>', 'texts')
+  .action(async (texts: string[], opts: { model: string }) => {
+    const info = await readBundleInfo(opts.model);
+    const tokenizer = await BertTokenizer.fromVocab(join(opts.model, info.tokenizer.vocabFile), {
+      lowercase: info.lowercase,
+    });
+    for (const t of await tokenizer.encodeBatch(texts))
+      print({ ids: t.ids, tokens: t.tokens, offsets: t.offsets });
+  });
+
+program
+  .command('embed')
+  .description('embed texts; one JSON line per text: {"dims","embedding"} (L2-normalized)')
+  .requiredOption('--model <bundle>', 'bundle directory')
+  .addOption(
+    new Option('--variant <variant>', 'model variant (default: int8 on the CPU, fp16 on a GPU)').choices([
+      'fp32',
+      'int8',
+      'fp16',
+    ]),
+  )
+  .addOption(
+    new Option('--provider <provider>', 'execution provider')
+      .choices(['auto', 'cpu', 'cuda', 'webgpu'])
+      .default('auto'),
+  )
+  .option('--threads <n>', 'CPU threads (default: all cores)', parsePositiveInt)
+  .option(
+    '--truncate',
+    'cut inputs longer than the model maximum instead of failing (reported on stderr)',
+    false,
+  )
+  .argument('<text...>', 'texts')
+  .action(
+    async (
+      texts: string[],
+      opts: { model: string; variant?: Variant; provider: Provider; threads?: number; truncate: boolean },
+    ) => {
+      const log = logger();
+      const encoder = await Encoder.load(opts.model, {
+        variant: opts.variant,
+        provider: opts.provider,
+        threads: opts.threads,
+        logger: log,
+      });
+      try {
+        const result = await encoder.embed(texts, { onOverflow: opts.truncate ? 'truncate' : 'error' });
+        if (result.truncated.length)
+          log.warn('inputs truncated to the model maximum', {
+            indices: result.truncated,
+            maxLength: encoder.info.maxLength,
+          });
+        for (const e of result.embeddings) print({ dims: e.length, embedding: Array.from(e) });
+      } finally {
+        await encoder.close();
+      }
+    },
+  );
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CliError) {
+    process.stderr.write(`cohort: ${error.message}\n`);
+    process.exitCode = error.exitCode;
+  } else if (error instanceof EncoderError) {
+    process.stderr.write(`cohort: ${error.message}\n`);
+    process.exitCode = 1;
+  } else {
+    const e = error as NodeJS.ErrnoException;
+    process.stderr.write(
+      `cohort: ${e.code === 'ENOENT' ? `no such file or directory: ${e.path}` : e.message}\n`,
+    );
+    process.exitCode = 1;
+  }
+}

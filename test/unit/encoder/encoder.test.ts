@@ -1,0 +1,96 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readCheckpointWeights } from '../../../layers/encoder/src/checkpoint/index.ts';
+import { readConfig } from '../../../layers/encoder/src/bundle.ts';
+import { Encoder } from '../../../layers/encoder/src/encoder.ts';
+import { BundleError, ProviderUnavailableError, SequenceTooLongError } from '../../../layers/encoder/src/errors.ts';
+import { referenceForward } from '../../../layers/encoder/src/reference.ts';
+import { loadBertWeights } from '../../../layers/encoder/src/weights.ts';
+import { CLINICAL_SENTENCES, cosine, tempDir, tinyBundle } from '../../helpers/encoder.ts';
+import { join } from 'node:path';
+
+const quiet = { debug: () => {}, info: () => {}, warn: () => {} };
+let root: string;
+let cleanup: () => Promise<void>;
+let bundle: string;
+
+beforeAll(async () => {
+  ({ dir: root, cleanup } = await tempDir());
+  bundle = await tinyBundle(root);
+});
+afterAll(() => cleanup());
+
+describe('Encoder', () => {
+  it('picks the CPU and its int8 variant when auto, and logs the choice', async () => {
+    const messages: [string, Record<string, unknown>][] = [];
+    const logger = { ...quiet, info: (m: string, ...f: Record<string, unknown>[]) => messages.push([m, Object.assign({}, ...f)]) };
+    const encoder = await Encoder.load(bundle, { logger });
+    expect(encoder.provider).toBe('cpu');
+    expect(encoder.variant).toBe('int8');
+    expect(messages.find(([m]) => m === 'execution provider chosen')?.[1]).toMatchObject({ provider: 'cpu' });
+    await encoder.close();
+  });
+
+  it('embeds text end to end as the float64 reference does (fp32 variant)', async () => {
+    const encoder = await Encoder.load(bundle, { variant: 'fp32', provider: 'cpu', logger: quiet });
+    const weights = loadBertWeights(
+      await readConfig(join(root, 'checkpoint', 'config.json')),
+      (await readCheckpointWeights(join(root, 'checkpoint'))).tensors,
+    );
+    const { embeddings } = await encoder.embed(CLINICAL_SENTENCES);
+    const tokenized = await encoder.tokenize(CLINICAL_SENTENCES);
+    tokenized.forEach((t, i) => {
+      expect(embeddings[i]).toHaveLength(encoder.dims);
+      expect(cosine(embeddings[i]!, referenceForward(weights, t.ids).embedding)).toBeGreaterThanOrEqual(0.99999);
+    });
+    await encoder.close();
+  });
+
+  it('returns vectors in input order whatever the batching', async () => {
+    const encoder = await Encoder.load(bundle, { variant: 'fp32', provider: 'cpu', logger: quiet });
+    const batched = await encoder.embed(CLINICAL_SENTENCES, { tokenBudget: 64 });
+    const single = await encoder.embed(CLINICAL_SENTENCES, { maxBatchSize: 1 });
+    expect(batched.stats.batches).toBeGreaterThan(1);
+    expect(batched.stats.batches).toBeLessThan(CLINICAL_SENTENCES.length);
+    expect(single.stats.batches).toBe(CLINICAL_SENTENCES.length);
+    batched.embeddings.forEach((e, i) => expect(cosine(e, single.embeddings[i]!)).toBeGreaterThan(0.99999));
+    await encoder.close();
+  });
+
+  it('counts useful and computed tokens, and pads little when batching by budget', async () => {
+    const encoder = await Encoder.load(bundle, { provider: 'cpu', logger: quiet });
+    const { stats } = await encoder.embed(CLINICAL_SENTENCES, { tokenBudget: 128 });
+    const lengths = (await encoder.tokenize(CLINICAL_SENTENCES)).map((t) => t.ids.length);
+    expect(stats.usefulTokens).toBe(lengths.reduce((a, b) => a + b, 0));
+    expect(stats.computedTokens).toBeGreaterThanOrEqual(stats.usefulTokens);
+    expect(stats.usefulTokens / stats.computedTokens).toBeGreaterThan(0.85);
+    await encoder.close();
+  });
+
+  it('refuses an input over the maximum length unless truncation is asked for, and then reports it', async () => {
+    const encoder = await Encoder.load(bundle, { provider: 'cpu', logger: quiet });
+    const long = 'The patient was seen in clinic today. '.repeat(40);
+    const error = await encoder.embed(['short note', long]).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SequenceTooLongError);
+    expect(error).toMatchObject({ index: 1, maxLength: 128 });
+    const result = await encoder.embed(['short note', long], { onOverflow: 'truncate' });
+    expect(result.truncated).toEqual([1]);
+    expect(result.embeddings).toHaveLength(2);
+    expect(result.stats.usefulTokens).toBeLessThanOrEqual(128 + 4);
+    await encoder.close();
+  });
+
+  it('fails with ProviderUnavailableError for a provider asked for by name that is missing, never falling back', async () => {
+    await expect(Encoder.load(bundle, { provider: 'cuda', logger: quiet })).rejects.toThrow(ProviderUnavailableError);
+    await expect(Encoder.load(bundle, { provider: 'cuda', logger: quiet })).rejects.toThrow(/ONNXRUNTIME_NODE_INSTALL=cuda12/);
+    await expect(Encoder.load(bundle, { provider: 'webgpu', logger: quiet })).rejects.toThrow(ProviderUnavailableError);
+  });
+
+  it('names the variants a bundle has when asked for one it lacks', async () => {
+    const int8Only = await tinyBundle(root, { variants: ['int8'] });
+    await expect(Encoder.load(int8Only, { variant: 'fp16', logger: quiet })).rejects.toThrow(BundleError);
+    await expect(Encoder.load(int8Only, { variant: 'fp16', logger: quiet })).rejects.toThrow(/has no fp16 variant \(it has int8\)/);
+    const encoder = await Encoder.load(int8Only, { logger: quiet });
+    expect(encoder.variant).toBe('int8');
+    await encoder.close();
+  });
+});
