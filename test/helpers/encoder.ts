@@ -4,8 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { padBatch } from '../../layers/encoder/src/batching.ts';
-import { importCheckpoint, type ImportOptions } from '../../layers/encoder/src/bundle.ts';
-import { randomBertWeights, TINY_BERT_CONFIG, writeRandomBertCheckpoint } from '../../layers/encoder/src/fixture.ts';
+import { type ImportOptions, importCheckpoint } from '../../layers/encoder/src/bundle.ts';
+import {
+  randomBertWeights,
+  TINY_BERT_CONFIG,
+  writeRandomBertCheckpoint,
+} from '../../layers/encoder/src/fixture.ts';
 import { type BertWeights, loadBertWeights } from '../../layers/encoder/src/weights.ts';
 
 /** Clinical sentences used across encoder tests (written for these tests; no patient data). */
@@ -65,7 +69,9 @@ export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 /** A fresh temporary directory, removed by the caller's afterAll via the returned cleanup. */
-export async function tempDir(prefix = 'cohort-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+export async function tempDir(
+  prefix = 'cohort-test-',
+): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }

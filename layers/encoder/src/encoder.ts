@@ -88,34 +88,28 @@ export class Encoder {
       lowercase: info.lowercase,
     });
     const asked = options.variant ?? 'auto';
-    if (asked !== 'auto') {
-      const v = info.variants[asked];
-      if (!v)
-        throw new BundleError(
-          `${bundleDir} has no ${asked} variant (it has ${Object.keys(info.variants).join(', ')}); re-import with --variants ${asked}`,
-        );
-      const { session, provider } = await createSession(join(bundleDir, v.file), { ...options, logger });
-      logger.info('encoder loaded', { fingerprint: info.fingerprint, variant: asked, provider });
-      return new Encoder(info, tokenizer, session, provider, asked);
+    if (asked !== 'auto' && !info.variants[asked]) {
+      throw new BundleError(
+        `${bundleDir} has no ${asked} variant (it has ${Object.keys(info.variants).join(', ')}); re-import with --variants ${asked}`,
+      );
     }
-    // With auto, the provider decides the variant, so a CPU session is opened on int8 and a GPU one
-    // on fp16; a first session on fp32 tells which provider `auto` resolves to.
-    const fallback = info.variants.fp32 ? 'fp32' : (Object.keys(info.variants)[0] as Variant | undefined);
-    if (!fallback) throw new BundleError(`${bundleDir}: model.json lists no variants`);
-    let variant: Variant = fallback;
-    let opened = await createSession(join(bundleDir, info.variants[fallback]!.file), { ...options, logger });
-    const preferred: Variant = opened.provider === 'cpu' ? 'int8' : 'fp16';
-    if (preferred !== variant && info.variants[preferred]) {
-      await opened.session.release();
-      opened = await createSession(join(bundleDir, info.variants[preferred].file), {
-        ...options,
-        provider: opened.provider,
-        logger,
-      });
-      variant = preferred;
-    }
-    logger.info('encoder loaded', { fingerprint: info.fingerprint, variant, provider: opened.provider });
-    return new Encoder(info, tokenizer, opened.session, opened.provider, variant);
+    const available = Object.keys(info.variants) as Variant[];
+    if (available.length === 0) throw new BundleError(`${bundleDir}: model.json lists no variants`);
+    // With `auto`, the provider decides the variant: int8 on the CPU, fp16 on a GPU, else fp32.
+    let variant: Variant = asked === 'auto' ? available[0]! : asked;
+    const { session, provider } = await createSession(
+      (candidate) => {
+        if (asked === 'auto') {
+          const preferred: Variant[] =
+            candidate === 'cpu' ? ['int8', 'fp32', 'fp16'] : ['fp16', 'fp32', 'int8'];
+          variant = preferred.find((v) => info.variants[v]) ?? variant;
+        }
+        return join(bundleDir, info.variants[variant]!.file);
+      },
+      { ...options, logger },
+    );
+    logger.info('encoder loaded', { fingerprint: info.fingerprint, variant, provider });
+    return new Encoder(info, tokenizer, session, provider, variant);
   }
 
   /** Embedding dimensions. */

@@ -64,9 +64,11 @@ export function providerInstalled(provider: ResolvedProvider): boolean {
  * Opens an ONNX Runtime session on the provider asked for. A provider asked for by name that is
  * missing or fails to start is an error ({@link ProviderUnavailableError}), never a silent CPU
  * fallback; `auto` tries the candidates in order and logs which one it took.
+ * @param model a model file or image, or a function choosing the model file for a provider (so that
+ *   a GPU can be given another variant than the CPU)
  */
 export async function createSession(
-  model: string | Uint8Array,
+  model: string | Uint8Array | ((provider: ResolvedProvider) => string),
   options: SessionOptions = {},
 ): Promise<OpenSession> {
   const asked = options.provider ?? 'auto';
@@ -89,10 +91,11 @@ export async function createSession(
       logSeverityLevel: 3,
     };
     try {
+      const source = typeof model === 'function' ? model(provider) : model;
       const session =
-        typeof model === 'string'
-          ? await ort.InferenceSession.create(model, sessionOptions)
-          : await ort.InferenceSession.create(model, sessionOptions);
+        typeof source === 'string'
+          ? await ort.InferenceSession.create(source, sessionOptions)
+          : await ort.InferenceSession.create(source, sessionOptions);
       if (asked === 'auto') options.logger?.info('execution provider chosen', { provider, skipped, threads });
       return { session, provider };
     } catch (cause) {

@@ -22,7 +22,9 @@ describe('planBatches', () => {
   });
 
   it('respects the batch size limit', () => {
-    const sizes = planBatches(lengths, { tokenBudget: 1e9, maxBatchSize: 3, batchOverheadTokens: 1e6 }).map((b) => b.indices.length);
+    const sizes = planBatches(lengths, { tokenBudget: 1e9, maxBatchSize: 3, batchOverheadTokens: 1e6 }).map(
+      (b) => b.indices.length,
+    );
     expect(sizes.every((s) => s <= 3)).toBe(true);
     expect(sizes).toHaveLength(4);
   });
@@ -48,7 +50,13 @@ describe('planBatches', () => {
 
 describe('padBatch', () => {
   it('right-pads with the pad id and masks the padding', () => {
-    const { inputIds, attentionMask, rows, width } = padBatch([[101, 5, 102], [101, 102]], 0);
+    const { inputIds, attentionMask, rows, width } = padBatch(
+      [
+        [101, 5, 102],
+        [101, 102],
+      ],
+      0,
+    );
     expect([rows, width]).toEqual([2, 3]);
     expect(Array.from(inputIds, Number)).toEqual([101, 5, 102, 101, 102, 0]);
     expect(Array.from(attentionMask, Number)).toEqual([1, 1, 1, 1, 1, 0]);

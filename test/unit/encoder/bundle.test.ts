@@ -2,9 +2,17 @@ import { copyFile, cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promi
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { importCheckpoint, readBundleInfo, verifyBundle } from '../../../layers/encoder/src/bundle.ts';
-import { float32Tensor, readSafetensors, writeSafetensors } from '../../../layers/encoder/src/checkpoint/safetensors.ts';
+import {
+  float32Tensor,
+  readSafetensors,
+  writeSafetensors,
+} from '../../../layers/encoder/src/checkpoint/safetensors.ts';
 import { BundleError, CheckpointContentError } from '../../../layers/encoder/src/errors.ts';
-import { BERT_BASE_CASED_VOCAB, TINY_BERT_CONFIG, writeRandomBertCheckpoint } from '../../../layers/encoder/src/fixture.ts';
+import {
+  BERT_BASE_CASED_VOCAB,
+  TINY_BERT_CONFIG,
+  writeRandomBertCheckpoint,
+} from '../../../layers/encoder/src/fixture.ts';
 import type { RawTensor } from '../../../layers/encoder/src/tensor.ts';
 import { tempDir } from '../../helpers/encoder.ts';
 
@@ -41,8 +49,17 @@ async function variantCheckpoint(
 describe('importCheckpoint', () => {
   it('writes every variant, the vocabulary, the config and a model.json that validates', async () => {
     const bundle = join(root, 'all');
-    const info = await importCheckpoint(checkpoint, bundle, { source: { repo: 'example/tiny', revision: 'main', commit: 'abc123' } });
-    expect((await readdir(bundle)).sort()).toEqual(['config.json', 'model.fp16.onnx', 'model.int8.onnx', 'model.json', 'model.onnx', 'vocab.txt']);
+    const info = await importCheckpoint(checkpoint, bundle, {
+      source: { repo: 'example/tiny', revision: 'main', commit: 'abc123' },
+    });
+    expect((await readdir(bundle)).sort()).toEqual([
+      'config.json',
+      'model.fp16.onnx',
+      'model.int8.onnx',
+      'model.json',
+      'model.onnx',
+      'vocab.txt',
+    ]);
     expect(info).toMatchObject({
       dims: TINY_BERT_CONFIG.hidden_size,
       layers: 2,
@@ -64,7 +81,11 @@ describe('importCheckpoint', () => {
   it('gives the same fingerprint to the same weights in safetensors, torch zip and legacy torch files', async () => {
     const fingerprints = new Set<string>();
     const formats = new Set<string>();
-    for (const source of [checkpoint, join(TORCH_FIXTURES, 'torch-zip'), join(TORCH_FIXTURES, 'torch-legacy')]) {
+    for (const source of [
+      checkpoint,
+      join(TORCH_FIXTURES, 'torch-zip'),
+      join(TORCH_FIXTURES, 'torch-legacy'),
+    ]) {
       const dir = join(root, `from-${formats.size}`);
       await cp(source, dir, { recursive: true });
       await copyFile(BERT_BASE_CASED_VOCAB, join(dir, 'vocab.txt'));
@@ -77,9 +98,14 @@ describe('importCheckpoint', () => {
   });
 
   it('changes the fingerprint with the weights, the pooling and the lowercase setting', async () => {
-    const base = (await importCheckpoint(checkpoint, join(root, 'fp-base'), { variants: ['fp32'] })).fingerprint;
-    const lower = (await importCheckpoint(checkpoint, join(root, 'fp-lower'), { variants: ['fp32'], lowercase: true })).fingerprint;
-    const cls = (await importCheckpoint(checkpoint, join(root, 'fp-cls'), { variants: ['fp32'], pooling: 'cls' })).fingerprint;
+    const base = (await importCheckpoint(checkpoint, join(root, 'fp-base'), { variants: ['fp32'] }))
+      .fingerprint;
+    const lower = (
+      await importCheckpoint(checkpoint, join(root, 'fp-lower'), { variants: ['fp32'], lowercase: true })
+    ).fingerprint;
+    const cls = (
+      await importCheckpoint(checkpoint, join(root, 'fp-cls'), { variants: ['fp32'], pooling: 'cls' })
+    ).fingerprint;
     const nudged = await variantCheckpoint('nudged', {
       tensors: (t) => {
         const name = 'encoder.layer.1.output.dense.bias';
@@ -88,7 +114,8 @@ describe('importCheckpoint', () => {
         t.set(name, float32Tensor([TINY_BERT_CONFIG.hidden_size], data));
       },
     });
-    const changed = (await importCheckpoint(nudged, join(root, 'fp-nudged'), { variants: ['fp32'] })).fingerprint;
+    const changed = (await importCheckpoint(nudged, join(root, 'fp-nudged'), { variants: ['fp32'] }))
+      .fingerprint;
     expect(new Set([base, lower, cls, changed]).size).toBe(4);
   });
 
@@ -104,7 +131,11 @@ describe('importCheckpoint', () => {
 
   it('names the tensor and both shapes when a shape disagrees with the config', async () => {
     const dir = await variantCheckpoint('bad-shape', {
-      tensors: (t) => t.set('encoder.layer.0.intermediate.dense.weight', float32Tensor([32, 64], new Float32Array(32 * 64))),
+      tensors: (t) =>
+        t.set(
+          'encoder.layer.0.intermediate.dense.weight',
+          float32Tensor([32, 64], new Float32Array(32 * 64)),
+        ),
     });
     await expect(importCheckpoint(dir, join(root, 'bad-shape-bundle'))).rejects.toThrow(
       'tensor encoder.layer.0.intermediate.dense.weight: shape [32, 64] found, [64, 32] expected from config.json',
@@ -113,15 +144,24 @@ describe('importCheckpoint', () => {
   });
 
   it('reports a missing tensor, an integer weight and a config that is not BERT', async () => {
-    const missing = await variantCheckpoint('missing', { tensors: (t) => t.delete('encoder.layer.1.attention.self.key.bias') });
-    await expect(importCheckpoint(missing, join(root, 'm-bundle'))).rejects.toThrow(/encoder\.layer\.1\.attention\.self\.key\.bias is missing/);
-    const integer = await variantCheckpoint('integer', {
-      tensors: (t) => t.set('embeddings.LayerNorm.bias', { dtype: 'I32', shape: [32], bytes: new Uint8Array(128) }),
+    const missing = await variantCheckpoint('missing', {
+      tensors: (t) => t.delete('encoder.layer.1.attention.self.key.bias'),
     });
-    await expect(importCheckpoint(integer, join(root, 'i-bundle'))).rejects.toThrow(/dtype I32 found, a floating-point dtype/);
+    await expect(importCheckpoint(missing, join(root, 'm-bundle'))).rejects.toThrow(
+      /encoder\.layer\.1\.attention\.self\.key\.bias is missing/,
+    );
+    const integer = await variantCheckpoint('integer', {
+      tensors: (t) =>
+        t.set('embeddings.LayerNorm.bias', { dtype: 'I32', shape: [32], bytes: new Uint8Array(128) }),
+    });
+    await expect(importCheckpoint(integer, join(root, 'i-bundle'))).rejects.toThrow(
+      /dtype I32 found, a floating-point dtype/,
+    );
     const roberta = await variantCheckpoint('roberta', { config: (c) => (c['model_type'] = 'roberta') });
     await expect(importCheckpoint(roberta, join(root, 'r-bundle'))).rejects.toThrow(CheckpointContentError);
-    await expect(importCheckpoint(roberta, join(root, 'r-bundle'))).rejects.toThrow(/model_type is "roberta"/);
+    await expect(importCheckpoint(roberta, join(root, 'r-bundle'))).rejects.toThrow(
+      /model_type is "roberta"/,
+    );
   });
 
   it('accepts a BertForPreTraining dump with a bert. prefix, LayerNorm gamma/beta names and heads', async () => {
@@ -129,7 +169,10 @@ describe('importCheckpoint', () => {
       tensors: (t) => {
         for (const [name, tensor] of [...t]) {
           t.delete(name);
-          t.set(`bert.${name.replace('LayerNorm.weight', 'LayerNorm.gamma').replace('LayerNorm.bias', 'LayerNorm.beta')}`, tensor);
+          t.set(
+            `bert.${name.replace('LayerNorm.weight', 'LayerNorm.gamma').replace('LayerNorm.bias', 'LayerNorm.beta')}`,
+            tensor,
+          );
         }
         t.set('cls.predictions.bias', float32Tensor([28996], new Float32Array(28996)));
       },
@@ -141,8 +184,12 @@ describe('importCheckpoint', () => {
 
   it('rejects a vocabulary whose size disagrees with the config and a max length beyond the position table', async () => {
     const small = await variantCheckpoint('vocab', { config: (c) => (c['vocab_size'] = 30522) });
-    await expect(importCheckpoint(small, join(root, 'v-bundle'))).rejects.toThrow(/vocab\.txt has 28996 tokens but config\.json says vocab_size 30522/);
-    await expect(importCheckpoint(checkpoint, join(root, 'l-bundle'), { maxLength: 513 })).rejects.toThrow(/max_position_embeddings 512/);
+    await expect(importCheckpoint(small, join(root, 'v-bundle'))).rejects.toThrow(
+      /vocab\.txt has 28996 tokens but config\.json says vocab_size 30522/,
+    );
+    await expect(importCheckpoint(checkpoint, join(root, 'l-bundle'), { maxLength: 513 })).rejects.toThrow(
+      /max_position_embeddings 512/,
+    );
   });
 });
 

@@ -1,12 +1,16 @@
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readCheckpointWeights } from '../../../layers/encoder/src/checkpoint/index.ts';
 import { readConfig } from '../../../layers/encoder/src/bundle.ts';
+import { readCheckpointWeights } from '../../../layers/encoder/src/checkpoint/index.ts';
 import { Encoder } from '../../../layers/encoder/src/encoder.ts';
-import { BundleError, ProviderUnavailableError, SequenceTooLongError } from '../../../layers/encoder/src/errors.ts';
+import {
+  BundleError,
+  ProviderUnavailableError,
+  SequenceTooLongError,
+} from '../../../layers/encoder/src/errors.ts';
 import { referenceForward } from '../../../layers/encoder/src/reference.ts';
 import { loadBertWeights } from '../../../layers/encoder/src/weights.ts';
 import { CLINICAL_SENTENCES, cosine, tempDir, tinyBundle } from '../../helpers/encoder.ts';
-import { join } from 'node:path';
 
 const quiet = { debug: () => {}, info: () => {}, warn: () => {} };
 let root: string;
@@ -22,7 +26,10 @@ afterAll(() => cleanup());
 describe('Encoder', () => {
   it('picks the CPU and its int8 variant when auto, and logs the choice', async () => {
     const messages: [string, Record<string, unknown>][] = [];
-    const logger = { ...quiet, info: (m: string, ...f: Record<string, unknown>[]) => messages.push([m, Object.assign({}, ...f)]) };
+    const logger = {
+      ...quiet,
+      info: (m: string, ...f: Record<string, unknown>[]) => messages.push([m, Object.assign({}, ...f)]),
+    };
     const encoder = await Encoder.load(bundle, { logger });
     expect(encoder.provider).toBe('cpu');
     expect(encoder.variant).toBe('int8');
@@ -40,7 +47,9 @@ describe('Encoder', () => {
     const tokenized = await encoder.tokenize(CLINICAL_SENTENCES);
     tokenized.forEach((t, i) => {
       expect(embeddings[i]).toHaveLength(encoder.dims);
-      expect(cosine(embeddings[i]!, referenceForward(weights, t.ids).embedding)).toBeGreaterThanOrEqual(0.99999);
+      expect(cosine(embeddings[i]!, referenceForward(weights, t.ids).embedding)).toBeGreaterThanOrEqual(
+        0.99999,
+      );
     });
     await encoder.close();
   });
@@ -52,7 +61,9 @@ describe('Encoder', () => {
     expect(batched.stats.batches).toBeGreaterThan(1);
     expect(batched.stats.batches).toBeLessThan(CLINICAL_SENTENCES.length);
     expect(single.stats.batches).toBe(CLINICAL_SENTENCES.length);
-    batched.embeddings.forEach((e, i) => expect(cosine(e, single.embeddings[i]!)).toBeGreaterThan(0.99999));
+    batched.embeddings.forEach((e, i) => {
+      expect(cosine(e, single.embeddings[i]!)).toBeGreaterThan(0.99999);
+    });
     await encoder.close();
   });
 
@@ -80,15 +91,23 @@ describe('Encoder', () => {
   });
 
   it('fails with ProviderUnavailableError for a provider asked for by name that is missing, never falling back', async () => {
-    await expect(Encoder.load(bundle, { provider: 'cuda', logger: quiet })).rejects.toThrow(ProviderUnavailableError);
-    await expect(Encoder.load(bundle, { provider: 'cuda', logger: quiet })).rejects.toThrow(/ONNXRUNTIME_NODE_INSTALL=cuda12/);
-    await expect(Encoder.load(bundle, { provider: 'webgpu', logger: quiet })).rejects.toThrow(ProviderUnavailableError);
+    await expect(Encoder.load(bundle, { provider: 'cuda', logger: quiet })).rejects.toThrow(
+      ProviderUnavailableError,
+    );
+    await expect(Encoder.load(bundle, { provider: 'cuda', logger: quiet })).rejects.toThrow(
+      /ONNXRUNTIME_NODE_INSTALL=cuda12/,
+    );
+    await expect(Encoder.load(bundle, { provider: 'webgpu', logger: quiet })).rejects.toThrow(
+      ProviderUnavailableError,
+    );
   });
 
   it('names the variants a bundle has when asked for one it lacks', async () => {
     const int8Only = await tinyBundle(root, { variants: ['int8'] });
     await expect(Encoder.load(int8Only, { variant: 'fp16', logger: quiet })).rejects.toThrow(BundleError);
-    await expect(Encoder.load(int8Only, { variant: 'fp16', logger: quiet })).rejects.toThrow(/has no fp16 variant \(it has int8\)/);
+    await expect(Encoder.load(int8Only, { variant: 'fp16', logger: quiet })).rejects.toThrow(
+      /has no fp16 variant \(it has int8\)/,
+    );
     const encoder = await Encoder.load(int8Only, { logger: quiet });
     expect(encoder.variant).toBe('int8');
     await encoder.close();

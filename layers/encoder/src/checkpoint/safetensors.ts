@@ -15,11 +15,14 @@ export async function readSafetensors(path: string): Promise<Map<string, RawTens
 
 /** Parses a safetensors image already in memory; `label` names it in errors. */
 export function parseSafetensors(file: Uint8Array, label = 'safetensors'): Map<string, RawTensor> {
-  if (file.byteLength < 8) throw new CheckpointFormatError(`${label}: ${file.byteLength} bytes, too short for safetensors`);
+  if (file.byteLength < 8)
+    throw new CheckpointFormatError(`${label}: ${file.byteLength} bytes, too short for safetensors`);
   const view = new DataView(file.buffer, file.byteOffset, file.byteLength);
   const headerLength = Number(view.getBigUint64(0, true));
   if (headerLength > MAX_HEADER_BYTES || 8 + headerLength > file.byteLength) {
-    throw new CheckpointFormatError(`${label}: header length ${headerLength} does not fit the file (${file.byteLength} bytes)`);
+    throw new CheckpointFormatError(
+      `${label}: header length ${headerLength} does not fit the file (${file.byteLength} bytes)`,
+    );
   }
   let header: Record<string, unknown>;
   try {
@@ -31,7 +34,11 @@ export function parseSafetensors(file: Uint8Array, label = 'safetensors'): Map<s
   const tensors = new Map<string, RawTensor>();
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') continue;
-    const { dtype, shape, data_offsets: offsets } = (entry ?? {}) as {
+    const {
+      dtype,
+      shape,
+      data_offsets: offsets,
+    } = (entry ?? {}) as {
       dtype?: string;
       shape?: number[];
       data_offsets?: [number, number];
@@ -49,7 +56,11 @@ export function parseSafetensors(file: Uint8Array, label = 'safetensors'): Map<s
         `${label}: tensor ${name} spans bytes [${begin}, ${end}) but ${dtype}[${shape.join(', ')}] needs ${expected}`,
       );
     }
-    tensors.set(name, { dtype: dtype as TensorDType, shape, bytes: file.subarray(dataStart + begin, dataStart + end) });
+    tensors.set(name, {
+      dtype: dtype as TensorDType,
+      shape,
+      bytes: file.subarray(dataStart + begin, dataStart + end),
+    });
   }
   return tensors;
 }
@@ -89,4 +100,3 @@ export async function writeSafetensors(
 export function float32Tensor(shape: readonly number[], data: Float32Array): RawTensor {
   return { dtype: 'F32', shape, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
-
