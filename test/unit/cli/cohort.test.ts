@@ -11,7 +11,9 @@ const run = promisify(execFile);
 /** Runs the CLI as a user would; resolves with exit code and both streams instead of throwing. */
 async function cohort(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { env: { ...process.env, COHORT_LOG_LEVEL: 'warn' } });
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
+      env: { ...process.env, COHORT_LOG_LEVEL: 'warn' },
+    });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -34,7 +36,15 @@ beforeAll(async () => {
   const fixture = await cohort('model', 'fixture', '--out', join(root, 'ckpt'));
   expect(fixture.code).toBe(0);
   bundle = join(root, 'bundle');
-  const imported = await cohort('model', 'import', join(root, 'ckpt'), '--out', bundle, '--variants', 'fp32,int8');
+  const imported = await cohort(
+    'model',
+    'import',
+    join(root, 'ckpt'),
+    '--out',
+    bundle,
+    '--variants',
+    'fp32,int8',
+  );
   expect(imported.code).toBe(0);
   expect(lines(imported.stdout)[0]).toMatchObject({ dims: 32, variants: ['fp32', 'int8'] });
 }, 120_000);
@@ -49,7 +59,12 @@ describe('cohort CLI', () => {
   it('prints model.json with model info, and verifies it', async () => {
     const info = await cohort('model', 'info', bundle, '--verify');
     expect(info.code).toBe(0);
-    expect(JSON.parse(info.stdout)).toMatchObject({ dims: 32, pooling: 'mean', lowercase: false, format: 'cohort-model-bundle/1' });
+    expect(JSON.parse(info.stdout)).toMatchObject({
+      dims: 32,
+      pooling: 'mean',
+      lowercase: false,
+      format: 'cohort-model-bundle/1',
+    });
   });
 
   it('prints one JSON line per text from tokenize', async () => {
@@ -71,7 +86,15 @@ describe('cohort CLI', () => {
   });
 
   it('prints one unit-length embedding per text from embed', async () => {
-    const out = await cohort('embed', '--model', bundle, '--variant', 'fp32', 'atrial fibrillation', 'pneumonia');
+    const out = await cohort(
+      'embed',
+      '--model',
+      bundle,
+      '--variant',
+      'fp32',
+      'atrial fibrillation',
+      'pneumonia',
+    );
     expect(out.code).toBe(0);
     const rows = lines(out.stdout);
     expect(rows).toHaveLength(2);
@@ -95,7 +118,15 @@ describe('cohort CLI', () => {
     expect(variant.code).toBe(1);
     expect(variant.stderr).toMatch(/no fp16 variant/);
 
-    const badVariant = await cohort('model', 'import', join(root, 'ckpt'), '--out', join(root, 'x'), '--variants', 'fp64');
+    const badVariant = await cohort(
+      'model',
+      'import',
+      join(root, 'ckpt'),
+      '--out',
+      join(root, 'x'),
+      '--variants',
+      'fp64',
+    );
     expect(badVariant.code).not.toBe(0);
     expect(badVariant.stderr).toMatch(/unknown variant fp64/);
 

@@ -1,8 +1,5 @@
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -14,178 +11,28 @@ import {
   type PullOptions,
   pullCheckpoint,
 } from '../../../layers/encoder/src/hub.ts';
+import {
+  FAKE_HUB_LFS_FILE,
+  type FakeHub,
+  FAKE_HUB_FILES as FILES,
+  gitBlobSha1,
+  sha256,
+  startFakeHub,
+  unreachableUrl,
+} from '../../helpers/hub-server.ts';
 
 const REPO = 'emilyalsentzer/Bio_Discharge_Summary_BERT';
 const COMMIT = '0123456789abcdef0123456789abcdef01234567';
-const FILES = ['config.json', 'vocab.txt', 'model.safetensors'] as const;
-const LFS = new Set<string>(['model.safetensors']);
 const TOKEN = 'hf_test_token_123';
 
-/** A request as the fake hub saw it. */
-interface Seen {
-  server: 'hub' | 'cdn';
-  path: string;
-  range: string | undefined;
-  authorization: string | undefined;
-  status?: number;
-}
-
-/** How the fake hub misbehaves; reset before every test. */
-interface Behaviour {
-  /** Destroy the socket after this many body bytes, on the first request for model.safetensors only. */
-  cutAfter?: number;
-  /** Answer range requests with the whole file (HTTP 200). */
-  ignoreRange?: boolean;
-  /** Flip one byte of this file's served content. */
-  corrupt?: string;
-  /** Answer the first N API requests with HTTP 503. */
-  failApi?: number;
-  /** Answer 401 unless the right token is sent. */
-  requireToken?: boolean;
-  /** Repo whose listing lacks the weights. */
-  weightlessRepo?: string;
-}
-
 let source: string;
-const content = new Map<string, Buffer>();
-let hub: Server;
-let cdn: Server;
-let hubUrl: string;
-let cdnUrl: string;
-let seen: Seen[] = [];
-let behaviour: Behaviour = {};
-let safetensorsRequests = 0;
+let fake: FakeHub;
 let cacheDir: string;
-
-function gitBlobSha1(bytes: Buffer): string {
-  return createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex');
-}
-
-function sha256(bytes: Buffer): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
-
-function listing(repo: string) {
-  const names = repo === behaviour.weightlessRepo ? FILES.filter((f) => !LFS.has(f)) : FILES;
-  return {
-    id: repo,
-    sha: COMMIT,
-    siblings: [
-      { rfilename: '.gitattributes', size: 10, blobId: 'a'.repeat(40) },
-      ...names.map((name) => {
-        const bytes = content.get(name)!;
-        return LFS.has(name)
-          ? {
-              rfilename: name,
-              size: bytes.length,
-              blobId: 'b'.repeat(40),
-              lfs: { sha256: sha256(bytes), size: bytes.length },
-            }
-          : { rfilename: name, size: bytes.length, blobId: gitBlobSha1(bytes) };
-      }),
-    ],
-  };
-}
-
-function serveFile(req: IncomingMessage, res: ServerResponse, name: string): void {
-  let bytes = content.get(name)!;
-  if (behaviour.corrupt === name) {
-    bytes = Buffer.from(bytes);
-    bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
-  }
-  const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-  let start = 0;
-  if (range && !behaviour.ignoreRange) {
-    start = Number(range[1]);
-    if (start >= bytes.length) {
-      res.writeHead(416, { 'content-range': `bytes */${bytes.length}` }).end();
-      return;
-    }
-    res.writeHead(206, {
-      'content-length': bytes.length - start,
-      'content-range': `bytes ${start}-${bytes.length - 1}/${bytes.length}`,
-    });
-  } else {
-    res.writeHead(200, { 'content-length': bytes.length });
-  }
-  const body = bytes.subarray(start);
-  if (name === 'model.safetensors' && ++safetensorsRequests === 1 && behaviour.cutAfter !== undefined) {
-    // Flush part of the body, then drop the connection as a flaky network would.
-    res.write(body.subarray(0, behaviour.cutAfter), () => res.socket?.destroy());
-    return;
-  }
-  res.end(body);
-}
-
-function handler(server: 'hub' | 'cdn') {
-  return (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const entry: Seen = {
-      server,
-      path: url.pathname,
-      range: req.headers.range,
-      authorization: req.headers.authorization,
-    };
-    seen.push(entry);
-    res.on('finish', () => (entry.status = res.statusCode));
-    if (behaviour.requireToken && server === 'hub' && req.headers.authorization !== `Bearer ${TOKEN}`) {
-      res.writeHead(401, { 'x-error-code': 'RepoNotFound' }).end('{"error":"Repository not found"}');
-      return;
-    }
-    const api = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(url.pathname);
-    if (api && server === 'hub') {
-      const [, repo, revision] = api;
-      if (behaviour.failApi && behaviour.failApi-- > 0) {
-        res.writeHead(503).end();
-        return;
-      }
-      if (url.searchParams.get('blobs') !== 'true' || ![REPO, behaviour.weightlessRepo].includes(repo)) {
-        res.writeHead(404, { 'x-error-code': 'RepoNotFound' }).end('{"error":"Repository not found"}');
-        return;
-      }
-      if (decodeURIComponent(revision!) !== 'main' && revision !== COMMIT) {
-        res.writeHead(404, { 'x-error-code': 'RevisionNotFound' }).end();
-        return;
-      }
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(listing(repo!)));
-      return;
-    }
-    const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([0-9a-f]{40})\/([^/]+)$/.exec(url.pathname);
-    if (
-      resolve &&
-      server === 'hub' &&
-      resolve[1] === REPO &&
-      resolve[2] === COMMIT &&
-      content.has(resolve[3]!)
-    ) {
-      const name = resolve[3]!;
-      if (LFS.has(name)) {
-        // The real hub sends LFS files to a CDN on another host.
-        res.writeHead(302, { location: `${cdnUrl}/lfs/${sha256(content.get(name)!)}` }).end();
-        return;
-      }
-      serveFile(req, res, name);
-      return;
-    }
-    const lfs = /^\/lfs\/([0-9a-f]{64})$/.exec(url.pathname);
-    const lfsName = lfs && [...LFS].find((name) => sha256(content.get(name)!) === lfs[1]);
-    if (lfsName && server === 'cdn') {
-      serveFile(req, res, lfsName);
-      return;
-    }
-    res.writeHead(404).end();
-  };
-}
-
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
 
 function pull(options: Partial<PullOptions> = {}) {
   return pullCheckpoint({
     repoId: REPO,
-    endpoint: hubUrl,
+    endpoint: fake.hubUrl,
     cacheDir,
     token: null,
     retryDelayMs: 1,
@@ -193,29 +40,19 @@ function pull(options: Partial<PullOptions> = {}) {
   });
 }
 
-const resolveRequests = () => seen.filter((s) => s.path.includes('/resolve/') || s.path.startsWith('/lfs/'));
-
 beforeAll(async () => {
   source = await mkdtemp(join(tmpdir(), 'cohort-hub-src-'));
   await writeRandomBertCheckpoint(source);
-  for (const name of FILES) content.set(name, await readFile(join(source, name)));
-  hub = createServer(handler('hub'));
-  cdn = createServer(handler('cdn'));
-  hubUrl = await listen(hub);
-  cdnUrl = await listen(cdn);
+  fake = await startFakeHub({ repo: REPO, commit: COMMIT, sourceDir: source, token: TOKEN });
 });
 
 afterAll(async () => {
-  hub.closeAllConnections();
-  cdn.closeAllConnections();
-  await Promise.all([new Promise((r) => hub.close(r)), new Promise((r) => cdn.close(r))]);
+  await fake.close();
   await rm(source, { recursive: true, force: true });
 });
 
 beforeEach(async () => {
-  seen = [];
-  behaviour = {};
-  safetensorsRequests = 0;
+  fake.reset();
   cacheDir = await mkdtemp(join(tmpdir(), 'cohort-hub-cache-'));
 });
 
@@ -225,7 +62,7 @@ afterEach(async () => {
 
 async function expectSameAsSource(dir: string): Promise<void> {
   for (const name of FILES) {
-    expect((await readFile(join(dir, name))).equals(content.get(name)!), name).toBe(true);
+    expect((await readFile(join(dir, name))).equals(fake.content.get(name)!), name).toBe(true);
   }
 }
 
@@ -239,22 +76,26 @@ describe('pullCheckpoint', () => {
     expect(pulled.dir).toBe(join(cacheDir, 'hub', 'emilyalsentzer--Bio_Discharge_Summary_BERT', COMMIT));
     await expectSameAsSource(pulled.dir);
     expect(pulled.files).toEqual(
-      FILES.map((name) => ({ name, bytes: content.get(name)!.length, sha256: sha256(content.get(name)!) })),
+      FILES.map((name) => ({
+        name,
+        bytes: fake.content.get(name)!.length,
+        sha256: sha256(fake.content.get(name)!),
+      })),
     );
     expect((await readdir(pulled.dir)).sort()).toEqual([...FILES].sort());
     const ref = join(cacheDir, 'hub', 'emilyalsentzer--Bio_Discharge_Summary_BERT', 'refs', 'main');
     expect((await readFile(ref, 'utf8')).trim()).toBe(COMMIT);
     // The weights came from the redirect target, not from the hub itself.
-    expect(seen.some((s) => s.server === 'cdn' && s.status === 200)).toBe(true);
+    expect(fake.seen.some((s) => s.server === 'cdn' && s.status === 200)).toBe(true);
   });
 
   it('resumes with a Range request after the connection drops midway, within the same call', async () => {
-    behaviour.cutAfter = 1_000_000;
+    fake.behaviour.cutAfter = 1_000_000;
 
     const pulled = await pull();
 
     await expectSameAsSource(pulled.dir);
-    const ranged = seen.filter((s) => s.server === 'cdn' && s.range);
+    const ranged = fake.seen.filter((s) => s.server === 'cdn' && s.range);
     expect(ranged.length).toBeGreaterThan(0);
     const start = Number(/^bytes=(\d+)-$/.exec(ranged[0]!.range!)![1]);
     expect(start).toBeGreaterThan(0);
@@ -263,7 +104,7 @@ describe('pullCheckpoint', () => {
   });
 
   it('keeps the partial file when retries run out, and the next call resumes it', async () => {
-    behaviour.cutAfter = 1_000_000;
+    fake.behaviour.cutAfter = 1_000_000;
 
     const failure = await pull({ retries: 0 }).catch((error: unknown) => error);
 
@@ -278,9 +119,9 @@ describe('pullCheckpoint', () => {
     const pulled = await pull({ retries: 0, onProgress: (e) => events.push(e) });
 
     await expectSameAsSource(pulled.dir);
-    expect(seen.some((s) => s.server === 'cdn' && s.range === `bytes=${partial}-` && s.status === 206)).toBe(
-      true,
-    );
+    expect(
+      fake.seen.some((s) => s.server === 'cdn' && s.range === `bytes=${partial}-` && s.status === 206),
+    ).toBe(true);
     expect(events.filter((e) => e.file === 'model.safetensors')[0]).toMatchObject({
       receivedBytes: partial,
       resumedFrom: partial,
@@ -288,27 +129,27 @@ describe('pullCheckpoint', () => {
   });
 
   it('ends correct when the server ignores Range and sends the whole file again', async () => {
-    behaviour.cutAfter = 1_000_000;
-    behaviour.ignoreRange = true;
+    fake.behaviour.cutAfter = 1_000_000;
+    fake.behaviour.ignoreRange = true;
 
     const pulled = await pull();
 
     await expectSameAsSource(pulled.dir);
-    expect(seen.some((s) => s.server === 'cdn' && s.range && s.status === 200)).toBe(true);
+    expect(fake.seen.some((s) => s.server === 'cdn' && s.range && s.status === 200)).toBe(true);
   });
 
   it.each(['model.safetensors', 'vocab.txt'])(
     'rejects a corrupted byte in %s and leaves no file',
     async (name) => {
-      behaviour.corrupt = name;
+      fake.behaviour.corrupt = name;
 
       const failure = await pull().catch((error: unknown) => error);
 
       expect(failure).toBeInstanceOf(IntegrityError);
       const message = (failure as Error).message;
       expect(message).toContain(name);
-      const bytes = content.get(name)!;
-      expect(message).toContain(LFS.has(name) ? sha256(bytes) : gitBlobSha1(bytes));
+      const bytes = fake.content.get(name)!;
+      expect(message).toContain(name === FAKE_HUB_LFS_FILE ? sha256(bytes) : gitBlobSha1(bytes));
       expect(message).toMatch(/found [0-9a-f]{40}/);
       const dir = join(cacheDir, 'hub', 'emilyalsentzer--Bio_Discharge_Summary_BERT', COMMIT);
       expect(existsSync(join(dir, name))).toBe(false);
@@ -330,7 +171,7 @@ describe('pullCheckpoint', () => {
   });
 
   it('asks for HF_TOKEN on 401, and passes with the token', async () => {
-    behaviour.requireToken = true;
+    fake.behaviour.requireToken = true;
 
     const failure = await pull().catch((error: unknown) => error);
     expect(failure).toBeInstanceOf(HubDownloadError);
@@ -342,7 +183,7 @@ describe('pullCheckpoint', () => {
   });
 
   it('lists what the repo has when the weights are missing', async () => {
-    behaviour.weightlessRepo = 'acme/tokenizer-only';
+    fake.behaviour.weightlessRepo = 'acme/tokenizer-only';
 
     const failure = await pull({ repoId: 'acme/tokenizer-only' }).catch((error: unknown) => error);
 
@@ -353,12 +194,12 @@ describe('pullCheckpoint', () => {
 
   it('serves a second pull from the cache without fetching any file', async () => {
     const first = await pull();
-    seen = [];
+    fake.seen.length = 0;
 
     const events: HubProgressEvent[] = [];
     const second = await pull({ onProgress: (e) => events.push(e) });
 
-    expect(resolveRequests()).toEqual([]);
+    expect(fake.fileRequests()).toEqual([]);
     expect(second.files).toEqual(first.files);
     expect(second.dir).toBe(first.dir);
     expect(events.map((e) => e.receivedBytes)).toEqual(events.map((e) => e.totalBytes));
@@ -367,8 +208,8 @@ describe('pullCheckpoint', () => {
   it('sends the token to the hub but not to the redirect target on another host', async () => {
     await pull({ token: TOKEN });
 
-    const hubRequests = seen.filter((s) => s.server === 'hub');
-    const cdnRequests = seen.filter((s) => s.server === 'cdn');
+    const hubRequests = fake.seen.filter((s) => s.server === 'hub');
+    const cdnRequests = fake.seen.filter((s) => s.server === 'cdn');
     expect(hubRequests.length).toBeGreaterThanOrEqual(4);
     expect(cdnRequests.length).toBeGreaterThanOrEqual(1);
     for (const s of hubRequests) expect(s.authorization).toBe(`Bearer ${TOKEN}`);
@@ -386,8 +227,10 @@ describe('pullCheckpoint', () => {
       for (let i = 1; i < mine.length; i++) {
         expect(mine[i]!.receivedBytes).toBeGreaterThanOrEqual(mine[i - 1]!.receivedBytes);
       }
-      expect(mine.at(-1)!.receivedBytes).toBe(content.get(name)!.length);
-      expect(mine.every((e) => e.totalBytes === content.get(name)!.length && e.resumedFrom === 0)).toBe(true);
+      expect(mine.at(-1)!.receivedBytes).toBe(fake.content.get(name)!.length);
+      expect(mine.every((e) => e.totalBytes === fake.content.get(name)!.length && e.resumedFrom === 0)).toBe(
+        true,
+      );
     }
     expect(events.filter((e) => e.file === 'model.safetensors').length).toBeGreaterThan(2);
   });
@@ -410,18 +253,16 @@ describe('pullCheckpoint', () => {
   });
 
   it('retries an API answer of HTTP 503', async () => {
-    behaviour.failApi = 2;
+    fake.behaviour.failApi = 2;
 
     const pulled = await pull();
 
     expect(pulled.commitSha).toBe(COMMIT);
-    expect(seen.filter((s) => s.path.startsWith('/api/') && s.status === 503)).toHaveLength(2);
+    expect(fake.seen.filter((s) => s.path.startsWith('/api/') && s.status === 503)).toHaveLength(2);
   });
 
   it('names HF_ENDPOINT and `cohort model import` when the hub cannot be reached', async () => {
-    const closed = createServer();
-    const deadUrl = await listen(closed);
-    await new Promise((r) => closed.close(r));
+    const deadUrl = await unreachableUrl();
 
     const failure = await pull({ endpoint: deadUrl, retries: 1 }).catch((error: unknown) => error);
 
