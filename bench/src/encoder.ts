@@ -81,33 +81,33 @@ export async function runEncoderBench(): Promise<void> {
       t === 0 ? 101 : t === length - 1 ? 102 : 1000 + ((seed * 7919 + t * 104729) % 27000),
     );
 
-  // Throughput at 128 tokens: rounds alternate between the variants so that drift in machine load
-  // affects all of them alike.
+  // Variants are timed in blocks, one at a time, and the blocks alternate (A B C A B C …) so that
+  // drift in machine load affects all of them alike. Not run by run: each session's intra-op
+  // threads spin for a while after a run, and interleaving runs would time their contention.
+  const timeBlocks = async (batch: number[][], warmup: number, perBlock: number, blocks: number) => {
+    const samples: Record<Label, number[]> = { 'plain fp32': [], 'fused fp32': [], int8: [] };
+    for (let block = 0; block < blocks; block++) {
+      for (const l of labels) {
+        for (let i = 0; i < warmup; i++) await run(l, batch);
+        for (let i = 0; i < perBlock; i++) {
+          const t0 = performance.now();
+          await run(l, batch);
+          samples[l].push(performance.now() - t0);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    return samples;
+  };
+
   log(`throughput: batches of ${BATCH} × ${SEQ} tokens, ${THREADS} threads`);
   const batch128 = Array.from({ length: BATCH }, (_, i) => randomSequence(SEQ, i));
-  for (const l of labels) await run(l, batch128);
-  const seconds: Record<Label, number[]> = { 'plain fp32': [], 'fused fp32': [], int8: [] };
-  const rounds = Number(process.env['BENCH_ROUNDS'] ?? 5);
-  for (let r = 0; r < rounds; r++) {
-    for (const l of labels) {
-      const t0 = performance.now();
-      await run(l, batch128);
-      seconds[l].push((performance.now() - t0) / 1000);
-    }
-  }
-  const seqPerSecond = (l: Label) => BATCH / quantile(seconds[l], 0.5);
+  const rounds = Number(process.env['BENCH_ROUNDS'] ?? 3);
+  const throughputMs = await timeBlocks(batch128, 1, 3, rounds);
+  const seqPerSecond = (l: Label) => (BATCH * 1000) / quantile(throughputMs[l], 0.5);
 
   log('latency: batch 1 × 16 tokens');
-  const query = randomSequence(16, 42);
-  const latency: Record<Label, number[]> = { 'plain fp32': [], 'fused fp32': [], int8: [] };
-  for (const l of labels) for (let i = 0; i < 10; i++) await run(l, [query]);
-  for (let i = 0; i < 200; i++) {
-    for (const l of labels) {
-      const t0 = performance.now();
-      await run(l, [query]);
-      latency[l].push(performance.now() - t0);
-    }
-  }
+  const latency = await timeBlocks([randomSequence(16, 42)], 10, 100, 2);
 
   log('note sentences: padding efficiency and int8 cosine');
   const tokenizer = await BertTokenizer.fromVocab(join(bundle, info.tokenizer.vocabFile));

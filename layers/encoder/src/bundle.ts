@@ -299,14 +299,20 @@ export function computeFingerprint(
 
 /** Reads and validates a checkpoint's `config.json`. */
 export async function readConfig(path: string): Promise<BertConfig> {
-  let raw: unknown;
+  let text: string;
   try {
-    raw = JSON.parse(await readFile(path, 'utf8'));
+    text = await readFile(path, 'utf8');
   } catch (cause) {
     throw new CheckpointContentError(
-      `${path} cannot be read as JSON; a Hugging Face checkpoint directory has config.json, vocab.txt and weights`,
+      `${path} cannot be read; a Hugging Face checkpoint directory has config.json, vocab.txt and model.safetensors or pytorch_model.bin`,
       { cause },
     );
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (cause) {
+    throw new CheckpointContentError(`${path} is not valid JSON`, { cause });
   }
   return parseBertConfig(raw, path);
 }

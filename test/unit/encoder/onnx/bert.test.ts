@@ -43,6 +43,16 @@ describe('buildBertOnnx', () => {
     expect(maxDiff).toBeLessThanOrEqual(1e-4);
   });
 
+  it('computes the same with SkipLayerNormalization as with Add + LayerNormalization', async () => {
+    const withSkip = await runModel(buildBertOnnx(weights, { skipLayerNorm: true }), sequences);
+    const without = await runModel(buildBertOnnx(weights, { skipLayerNorm: false }), sequences);
+    let maxDiff = 0;
+    withSkip.hidden.forEach((v, i) => {
+      maxDiff = Math.max(maxDiff, Math.abs(v - without.hidden[i]!));
+    });
+    expect(maxDiff).toBeLessThanOrEqual(1e-4);
+  });
+
   const thresholds: [GraphKind, 'fp32' | 'fp16', number][] = [
     ['plain', 'fp32', 0.99999],
     ['fused', 'fp16', 0.999],
@@ -98,9 +108,14 @@ describe('buildBertOnnx', () => {
 
   it('emits ONNX Runtime fused ops in the fused graph and only standard ops in the plain one', () => {
     const fused = opTypes(buildBertOnnx(weights, { kind: 'fused' }));
-    for (const op of ['EmbedLayerNormalization', 'Attention', 'SkipLayerNormalization', 'BiasGelu']) {
+    for (const op of ['EmbedLayerNormalization', 'Attention', 'BiasGelu']) {
       expect(fused).toContain(`com.microsoft:${op}`);
     }
+    // SkipLayerNormalization only where ONNX Runtime runs it faster: on GPUs, in the fp16 graph.
+    expect(fused).not.toContain('com.microsoft:SkipLayerNormalization');
+    expect(opTypes(buildBertOnnx(weights, { precision: 'fp16' }))).toContain(
+      'com.microsoft:SkipLayerNormalization',
+    );
     const int8 = opTypes(buildBertOnnx(weights, { kind: 'int8' }));
     expect(int8).toContain('com.microsoft:DynamicQuantizeMatMul');
     expect(int8).toContain('com.microsoft:MultiHeadAttention');
