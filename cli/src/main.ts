@@ -16,7 +16,6 @@ import {
   writeRandomBertCheckpoint,
 } from '@cohort/encoder';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { CliError } from './errors.ts';
 import { createStderrLogger } from './log.ts';
 import { createDownloadProgress } from './progress.ts';
 
@@ -222,17 +221,12 @@ program
 try {
   await program.parseAsync(process.argv);
 } catch (error) {
-  if (error instanceof CliError) {
-    process.stderr.write(`cohort: ${error.message}\n`);
-    process.exitCode = error.exitCode;
-  } else if (error instanceof EncoderError) {
-    process.stderr.write(`cohort: ${error.message}\n`);
-    process.exitCode = 1;
-  } else {
-    const e = error as NodeJS.ErrnoException;
-    process.stderr.write(
-      `cohort: ${e.code === 'ENOENT' ? `no such file or directory: ${e.path}` : e.message}\n`,
-    );
-    process.exitCode = 1;
-  }
+  // Layer errors carry messages written for people; a bare system error gets its path spelled out.
+  const e = error as NodeJS.ErrnoException;
+  const message =
+    !(error instanceof EncoderError) && e.code === 'ENOENT'
+      ? `no such file or directory: ${e.path}`
+      : e.message;
+  process.stderr.write(`cohort: ${message}\n`);
+  process.exitCode = 1;
 }

@@ -65,7 +65,7 @@ export interface ForwardOutput {
 
 /**
  * A loaded model bundle: tokenizer plus one ONNX Runtime session. Load once per process and reuse;
- * `embed` may be called concurrently but runs batches one at a time per session.
+ * `embed` may be called concurrently: ONNX Runtime sessions are safe to run from several calls at once.
  */
 export class Encoder {
   private constructor(
