@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   BERT_BASE_CONFIG,
   BertTokenizer,
@@ -18,8 +19,8 @@ import {
 import * as ort from 'onnxruntime-node';
 import { printTable, quantile, round } from './stats.ts';
 
-const WORK = new URL('../.work/', import.meta.url).pathname;
-const NOTES = new URL('../../test/fixtures/notes/', import.meta.url).pathname;
+const WORK = fileURLToPath(new URL('../.work/', import.meta.url));
+const NOTES = fileURLToPath(new URL('../../test/fixtures/notes/', import.meta.url));
 const THREADS = Number(process.env['BENCH_THREADS'] ?? 2);
 const SEQ = 128;
 const BATCH = 8;
@@ -40,10 +41,10 @@ export async function runEncoderBench(): Promise<void> {
     log('writing a BERT-base-sized random checkpoint (seeded; about 440 MB)');
     await writeRandomBertCheckpoint(checkpoint, { config: BERT_BASE_CONFIG, std: 0.02 });
   }
-  if (!existsSync(join(bundle, 'model.json'))) {
-    log('importing it (fp32 and int8 variants)');
-    await importCheckpoint(checkpoint, bundle, { variants: ['fp32', 'int8'], overwrite: true });
-  }
+  // The random checkpoint is reused between runs; the bundle is rebuilt every run so that the
+  // figures always measure the graphs the current code emits.
+  log('importing it (fp32 and int8 variants)');
+  await importCheckpoint(checkpoint, bundle, { variants: ['fp32', 'int8'], overwrite: true });
   const info = await readBundleInfo(bundle);
   log('building the plain (unfused) fp32 graph');
   const weights = loadBertWeights(

@@ -1,3 +1,4 @@
+import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   BertTokenizer,
@@ -25,7 +26,7 @@ const program = new Command('cohort')
   .showHelpAfterError()
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
-const logger = () => createStderrLogger(program.opts()['verbose'] ? 'info' : undefined);
+const logger = () => createStderrLogger(program.opts()['verbose'] ? 'debug' : undefined);
 const print = (value: unknown): void => {
   process.stdout.write(`${JSON.stringify(value)}\n`);
 };
@@ -129,19 +130,50 @@ withImportOptions(
     .option('--out <bundle>', 'bundle directory to create (default: <cache>/models/<owner>--<name>)'),
 ).action(async (repoId: string, opts: Record<string, unknown>) => {
   const log = logger();
+  const out =
+    (opts['out'] as string | undefined) ?? join(defaultCacheDir(), 'models', repoId.replace('/', '--'));
+  const wanted = importOptions(opts, log);
+  // Decide about the destination before a download that may be 436 MB.
+  const existing = await readBundleInfo(out).catch(() => undefined);
+  if (!existing && (await readdir(out).catch(() => [])).length > 0) {
+    throw new Error(`${out} holds files but no model bundle; choose another --out`);
+  }
   const pulled = await pullCheckpoint({
     repoId,
     revision: opts['revision'] as string,
     onProgress: createDownloadProgress(process.stderr),
   });
-  const out =
-    (opts['out'] as string | undefined) ?? join(defaultCacheDir(), 'models', repoId.replace('/', '--'));
+  if (existing && !wanted.overwrite) {
+    if (sameBundle(existing, repoId, pulled.commitSha, wanted)) {
+      log.info('bundle already up to date', { bundle: out, commit: pulled.commitSha });
+      print(summary(existing, out));
+      return;
+    }
+    throw new Error(
+      `${out} holds another bundle (${existing.source.repo} at ${existing.source.commit ?? 'an unknown commit'}, or other settings); pass --force to replace it`,
+    );
+  }
   const info = await importCheckpoint(pulled.dir, out, {
-    ...importOptions(opts, log),
+    ...wanted,
     source: { repo: repoId, revision: pulled.revision, commit: pulled.commitSha },
   });
   print(summary(info, out));
 });
+
+/** Whether a bundle is what `model pull` would build now (same commit and settings). */
+function sameBundle(info: ModelInfo, repoId: string, commit: string, wanted: ImportOptions): boolean {
+  const variants = new Set(wanted.variants ?? VARIANTS);
+  const have = Object.keys(info.variants);
+  return (
+    info.source.repo === repoId &&
+    info.source.commit === commit &&
+    info.pooling === (wanted.pooling ?? 'mean') &&
+    info.lowercase === (wanted.lowercase ?? false) &&
+    (wanted.maxLength === undefined || info.maxLength === wanted.maxLength) &&
+    have.length === variants.size &&
+    have.every((v) => variants.has(v as Variant))
+  );
+}
 
 model
   .command('info')

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { z } from 'zod';
 import { readCheckpointWeights } from './checkpoint/index.ts';
 import { type BertConfig, parseBertConfig } from './config.ts';
@@ -22,17 +22,18 @@ export type Variant = 'fp32' | 'int8' | 'fp16';
 export const VARIANTS: readonly Variant[] = ['fp32', 'int8', 'fp16'];
 
 /** File name of each variant inside a bundle. */
-export const VARIANT_FILES: Readonly<Record<Variant, string>> = {
+export const VARIANT_FILES = {
   fp32: 'model.onnx',
   int8: 'model.int8.onnx',
   fp16: 'model.fp16.onnx',
-};
+} as const satisfies Readonly<Record<Variant, string>>;
 
 /** Format tag of `model.json`; bumped when the layout changes incompatibly. */
 export const BUNDLE_FORMAT = 'cohort-model-bundle/1';
 
 const variantInfoSchema = z.strictObject({
-  file: z.string(),
+  /** One of {@link VARIANT_FILES}: names are fixed so that a model.json cannot point outside its bundle. */
+  file: z.enum(['model.onnx', 'model.int8.onnx', 'model.fp16.onnx']),
   bytes: z.number().int().nonnegative(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/),
 });
@@ -64,8 +65,18 @@ export const modelInfoSchema = z.strictObject({
   lowercase: z.boolean(),
   /** Longest input in tokens, [CLS] and [SEP] included. */
   maxLength: z.number().int().positive(),
-  tokenizer: z.strictObject({ vocabFile: z.string(), vocabSha256: z.string().regex(/^[0-9a-f]{64}$/) }),
-  variants: z.partialRecord(z.enum(['fp32', 'int8', 'fp16']), variantInfoSchema),
+  tokenizer: z.strictObject({
+    vocabFile: z.literal('vocab.txt'),
+    vocabSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  }),
+  variants: z
+    .partialRecord(z.enum(['fp32', 'int8', 'fp16']), variantInfoSchema)
+    .refine(
+      (v) => Object.entries(v).every(([variant, info]) => info?.file === VARIANT_FILES[variant as Variant]),
+      {
+        message: 'each variant must name its own file (model.onnx, model.int8.onnx, model.fp16.onnx)',
+      },
+    ),
   createdAt: z.string(),
 });
 
@@ -106,9 +117,8 @@ export async function importCheckpoint(
   const pooling = options.pooling ?? 'mean';
   const lowercase = options.lowercase ?? false;
   const stage = options.onStage ?? (() => {});
-  if (!options.overwrite && (await nonEmptyDir(bundleDir))) {
-    throw new BundleError(`${bundleDir} already holds files; choose another --out or pass overwrite`);
-  }
+  await checkDestination(checkpointDir, bundleDir, options.overwrite ?? false);
+  await removeStaleTemporaries(bundleDir);
   stage('read config');
   const config = await readConfig(join(checkpointDir, 'config.json'));
   const maxLength = options.maxLength ?? Math.min(128, config.max_position_embeddings);
@@ -133,8 +143,9 @@ export async function importCheckpoint(
   const vocabSha256 = await sha256File(vocabPath);
   const fingerprint = computeFingerprint(weights, { pooling, lowercase, vocabSha256 });
 
-  const tmp = join(dirname(bundleDir), `.${basename(bundleDir)}.tmp-${process.pid}-${Date.now()}`);
-  await mkdir(tmp, { recursive: true });
+  await mkdir(dirname(bundleDir), { recursive: true });
+  const tmp = join(dirname(bundleDir), `${temporaryPrefix(bundleDir)}${process.pid}-${Date.now()}`);
+  await mkdir(tmp);
   try {
     const variantInfo: ModelInfo['variants'] = {};
     for (const variant of variants) {
@@ -181,9 +192,12 @@ export async function importCheckpoint(
       createdAt: new Date().toISOString(),
     };
     await writeFile(join(tmp, 'model.json'), `${JSON.stringify(info, null, 2)}\n`);
-    await rm(bundleDir, { recursive: true, force: true });
-    await mkdir(dirname(bundleDir), { recursive: true });
+    // The old bundle moves aside first and is deleted only once the new one is in place, so a
+    // failure between the two renames leaves a bundle (the old one, under its temporary name).
+    const previous = (await exists(bundleDir)) ? `${tmp}-previous` : undefined;
+    if (previous) await rename(bundleDir, previous);
     await rename(tmp, bundleDir);
+    if (previous) await rm(previous, { recursive: true, force: true });
     return info;
   } catch (error) {
     await rm(tmp, { recursive: true, force: true });
@@ -324,10 +338,55 @@ export async function sha256File(path: string): Promise<string> {
   return hash.digest('hex');
 }
 
-async function nonEmptyDir(dir: string): Promise<boolean> {
-  try {
-    return (await readdir(dir)).length > 0;
-  } catch {
-    return false;
+/**
+ * The destination must be new, empty, or — with `overwrite` — a bundle: never a directory of other
+ * files (a mistyped `--out ~ --force` must not delete a home directory), and never the checkpoint
+ * directory or one that contains it.
+ */
+async function checkDestination(checkpointDir: string, bundleDir: string, overwrite: boolean): Promise<void> {
+  const from = resolve(checkpointDir);
+  const to = resolve(bundleDir);
+  if (from === to || from.startsWith(`${to}${sep}`)) {
+    throw new BundleError(`${bundleDir} holds the checkpoint being imported; choose another --out`);
   }
+  let names: string[];
+  try {
+    names = await readdir(bundleDir);
+  } catch {
+    return;
+  }
+  if (names.length === 0) return;
+  if (!overwrite)
+    throw new BundleError(
+      `${bundleDir} already holds files; choose another --out, or --force to replace a bundle`,
+    );
+  const isBundle = await readFile(join(bundleDir, 'model.json'), 'utf8').then(
+    (text) => (JSON.parse(text) as { format?: unknown }).format === BUNDLE_FORMAT,
+    () => false,
+  );
+  if (!isBundle)
+    throw new BundleError(`${bundleDir} holds files but no model bundle; --force replaces only a bundle`);
+}
+
+function temporaryPrefix(bundleDir: string): string {
+  return `.${basename(bundleDir)}.tmp-`;
+}
+
+/** Removes temporary directories left by imports into the same destination that were killed. */
+async function removeStaleTemporaries(bundleDir: string): Promise<void> {
+  const prefix = temporaryPrefix(bundleDir);
+  const parent = dirname(bundleDir);
+  const names = await readdir(parent).catch(() => [] as string[]);
+  await Promise.all(
+    names
+      .filter((n) => n.startsWith(prefix))
+      .map((n) => rm(join(parent, n), { recursive: true, force: true })),
+  );
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }

@@ -33,24 +33,22 @@ const REQUIRED_INTEGERS = [
 
 /**
  * Validates a parsed `config.json` as a BERT config that this encoder can compile.
- * Older checkpoints (2019–2020) may lack `model_type`; a config whose architectures name a `Bert*`
- * class is accepted as BERT then, as Hugging Face does.
+ * Checkpoints of 2019–2020 converted from TensorFlow often name neither `model_type` nor
+ * `architectures` (the ClinicalBERT repos among them); Hugging Face then guesses from the repo
+ * name. Here such a config is accepted as BERT when it has every BERT field and names no other
+ * model type; a config that names another type is refused.
  * @throws CheckpointContentError naming the field that is missing or unsupported
  */
 export function parseBertConfig(raw: unknown, label = 'config.json'): BertConfig {
   if (typeof raw !== 'object' || raw === null)
     throw new CheckpointContentError(`${label}: not a JSON object`);
   const c = raw as Record<string, unknown>;
-  const architectures = Array.isArray(c['architectures']) ? (c['architectures'] as string[]) : undefined;
-  const modelType =
-    typeof c['model_type'] === 'string'
-      ? c['model_type']
-      : architectures?.some((a) => a.startsWith('Bert'))
-        ? 'bert'
-        : undefined;
-  if (modelType !== 'bert') {
+  const architectures = Array.isArray(c['architectures']) ? (c['architectures'] as unknown[]) : [];
+  const declared = typeof c['model_type'] === 'string' ? c['model_type'] : undefined;
+  const bertArchitecture = architectures.some((a) => typeof a === 'string' && a.startsWith('Bert'));
+  if (declared !== undefined ? declared !== 'bert' : architectures.length > 0 && !bertArchitecture) {
     throw new CheckpointContentError(
-      `${label}: model_type is ${JSON.stringify(c['model_type'] ?? null)}; only BERT checkpoints (model_type "bert") can be imported`,
+      `${label}: model_type is ${JSON.stringify(declared ?? null)} (architectures ${JSON.stringify(architectures)}); only BERT checkpoints (model_type "bert") can be imported`,
     );
   }
   for (const key of REQUIRED_INTEGERS) {

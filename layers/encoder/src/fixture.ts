@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { float32Tensor, writeSafetensors } from './checkpoint/safetensors.ts';
 import type { BertConfig } from './config.ts';
 import type { RawTensor } from './tensor.ts';
+import { bertTensorShapes } from './weights.ts';
 
 /** Path of the bert-base-cased vocabulary shipped with this package (the ClinicalBERT vocabulary). */
 export const BERT_BASE_CASED_VOCAB = fileURLToPath(
@@ -66,39 +67,6 @@ export interface RandomBertOptions {
    * that a tiny model's outputs differ visibly between inputs.
    */
   readonly std?: number;
-}
-
-/** The tensor names and shapes of a Hugging Face `BertModel` state dict for a config (no heads). */
-export function bertTensorShapes(config: BertConfig): Map<string, number[]> {
-  const h = config.hidden_size;
-  const i = config.intermediate_size;
-  const shapes = new Map<string, number[]>([
-    ['embeddings.word_embeddings.weight', [config.vocab_size, h]],
-    ['embeddings.position_embeddings.weight', [config.max_position_embeddings, h]],
-    ['embeddings.token_type_embeddings.weight', [config.type_vocab_size, h]],
-    ['embeddings.LayerNorm.weight', [h]],
-    ['embeddings.LayerNorm.bias', [h]],
-  ]);
-  for (let l = 0; l < config.num_hidden_layers; l++) {
-    const p = `encoder.layer.${l}.`;
-    for (const m of ['query', 'key', 'value']) {
-      shapes.set(`${p}attention.self.${m}.weight`, [h, h]);
-      shapes.set(`${p}attention.self.${m}.bias`, [h]);
-    }
-    shapes.set(`${p}attention.output.dense.weight`, [h, h]);
-    shapes.set(`${p}attention.output.dense.bias`, [h]);
-    shapes.set(`${p}attention.output.LayerNorm.weight`, [h]);
-    shapes.set(`${p}attention.output.LayerNorm.bias`, [h]);
-    shapes.set(`${p}intermediate.dense.weight`, [i, h]);
-    shapes.set(`${p}intermediate.dense.bias`, [i]);
-    shapes.set(`${p}output.dense.weight`, [h, i]);
-    shapes.set(`${p}output.dense.bias`, [h]);
-    shapes.set(`${p}output.LayerNorm.weight`, [h]);
-    shapes.set(`${p}output.LayerNorm.bias`, [h]);
-  }
-  shapes.set('pooler.dense.weight', [h, h]);
-  shapes.set('pooler.dense.bias', [h]);
-  return shapes;
 }
 
 /** Deterministic random weights for a BERT config, as F32 tensors in state-dict order. */

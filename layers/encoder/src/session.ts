@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { ProviderUnavailableError } from './errors.ts';
+import { BundleError, ProviderUnavailableError } from './errors.ts';
 import type { EncoderLogger } from './logger.ts';
 
 // This module is the only one that talks to onnxruntime about execution providers: which exist,
@@ -63,7 +63,8 @@ export function providerInstalled(provider: ResolvedProvider): boolean {
 /**
  * Opens an ONNX Runtime session on the provider asked for. A provider asked for by name that is
  * missing or fails to start is an error ({@link ProviderUnavailableError}), never a silent CPU
- * fallback; `auto` tries the candidates in order and logs which one it took.
+ * fallback; `auto` tries the candidates in order and logs which one it took. A model that the
+ * CPU provider cannot load is a {@link BundleError}: the CPU provider is always there.
  * @param model a model file or image, or a function choosing the model file for a provider (so that
  *   a GPU can be given another variant than the CPU)
  */
@@ -90,8 +91,8 @@ export async function createSession(
       // Warnings about nodes placed on the CPU by a GPU provider are expected (shape ops); keep errors.
       logSeverityLevel: 3,
     };
+    const source = typeof model === 'function' ? model(provider) : model;
     try {
-      const source = typeof model === 'function' ? model(provider) : model;
       const session =
         typeof source === 'string'
           ? await ort.InferenceSession.create(source, sessionOptions)
@@ -99,7 +100,14 @@ export async function createSession(
       if (asked === 'auto') options.logger?.info('execution provider chosen', { provider, skipped, threads });
       return { session, provider };
     } catch (cause) {
-      if (asked !== 'auto' || provider === 'cpu') {
+      // The CPU provider always exists, so a CPU failure is the model's fault, not the provider's.
+      if (provider === 'cpu') {
+        const name = typeof source === 'string' ? source : 'the model';
+        throw new BundleError(`${name} cannot be loaded by ONNX Runtime: ${(cause as Error).message}`, {
+          cause,
+        });
+      }
+      if (asked !== 'auto') {
         throw new ProviderUnavailableError(
           `the ${provider} execution provider could not start: ${(cause as Error).message}`,
           { cause },

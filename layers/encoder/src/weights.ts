@@ -1,6 +1,5 @@
 import type { BertConfig } from './config.ts';
 import { CheckpointContentError } from './errors.ts';
-import { bertTensorShapes } from './fixture.ts';
 import { isFloatDType, type RawTensor, toFloat32 } from './tensor.ts';
 
 /** A dense layer as Hugging Face stores it: `weight` [out, in] row-major, `bias` [out]. */
@@ -37,6 +36,39 @@ export interface BertWeights {
   readonly tokenTypeEmbeddings: Float32Array;
   readonly embeddingLayerNorm: LayerNormWeights;
   readonly layers: readonly BertLayerWeights[];
+}
+
+/** The tensor names and shapes of a Hugging Face `BertModel` state dict for a config (no heads). */
+export function bertTensorShapes(config: BertConfig): Map<string, number[]> {
+  const h = config.hidden_size;
+  const i = config.intermediate_size;
+  const shapes = new Map<string, number[]>([
+    ['embeddings.word_embeddings.weight', [config.vocab_size, h]],
+    ['embeddings.position_embeddings.weight', [config.max_position_embeddings, h]],
+    ['embeddings.token_type_embeddings.weight', [config.type_vocab_size, h]],
+    ['embeddings.LayerNorm.weight', [h]],
+    ['embeddings.LayerNorm.bias', [h]],
+  ]);
+  for (let l = 0; l < config.num_hidden_layers; l++) {
+    const p = `encoder.layer.${l}.`;
+    for (const m of ['query', 'key', 'value']) {
+      shapes.set(`${p}attention.self.${m}.weight`, [h, h]);
+      shapes.set(`${p}attention.self.${m}.bias`, [h]);
+    }
+    shapes.set(`${p}attention.output.dense.weight`, [h, h]);
+    shapes.set(`${p}attention.output.dense.bias`, [h]);
+    shapes.set(`${p}attention.output.LayerNorm.weight`, [h]);
+    shapes.set(`${p}attention.output.LayerNorm.bias`, [h]);
+    shapes.set(`${p}intermediate.dense.weight`, [i, h]);
+    shapes.set(`${p}intermediate.dense.bias`, [i]);
+    shapes.set(`${p}output.dense.weight`, [h, i]);
+    shapes.set(`${p}output.dense.bias`, [h]);
+    shapes.set(`${p}output.LayerNorm.weight`, [h]);
+    shapes.set(`${p}output.LayerNorm.bias`, [h]);
+  }
+  shapes.set('pooler.dense.weight', [h, h]);
+  shapes.set('pooler.dense.bias', [h]);
+  return shapes;
 }
 
 /**

@@ -12,7 +12,7 @@ const run = promisify(execFile);
 async function cohort(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
-      env: { ...process.env, COHORT_LOG_LEVEL: 'warn' },
+      env: { ...process.env, COHORT_LOG_LEVEL: process.env['COHORT_TEST_LOG_LEVEL'] ?? 'warn' },
     });
     return { code: 0, stdout, stderr };
   } catch (e) {
@@ -134,6 +134,20 @@ describe('cohort CLI', () => {
     expect(long.code).toBe(1);
     expect(long.stderr).toMatch(/over the model's maximum of 128/);
     expect(long.stderr).not.toContain('word word');
+  });
+
+  it('says on stderr which execution provider and variant auto chose, keeping stdout to JSON', async () => {
+    process.env['COHORT_TEST_LOG_LEVEL'] = 'info';
+    try {
+      const out = await cohort('embed', '--model', bundle, 'atrial fibrillation');
+      expect(out.code).toBe(0);
+      expect(out.stderr).toMatch(/execution provider chosen \{"provider":"(cpu|cuda|webgpu)"/);
+      expect(out.stderr).toMatch(/encoder loaded .*"variant":"(int8|fp16|fp32)"/);
+      expect(out.stderr).not.toContain('atrial');
+      expect(lines(out.stdout)).toHaveLength(1);
+    } finally {
+      delete process.env['COHORT_TEST_LOG_LEVEL'];
+    }
   });
 
   it('truncates when asked and says so on stderr', async () => {

@@ -119,14 +119,49 @@ describe('importCheckpoint', () => {
     expect(new Set([base, lower, cls, changed]).size).toBe(4);
   });
 
-  it('refuses a destination that holds files, and replaces it when asked', async () => {
-    const bundle = join(root, 'taken');
-    await mkdir(bundle);
-    await writeFile(join(bundle, 'keep.txt'), 'x');
-    await expect(importCheckpoint(checkpoint, bundle, { variants: ['fp32'] })).rejects.toThrow(BundleError);
-    expect(await readdir(bundle)).toEqual(['keep.txt']);
-    await importCheckpoint(checkpoint, bundle, { variants: ['fp32'], overwrite: true });
-    expect(await readdir(bundle)).toContain('model.json');
+  it('refuses a destination that holds files, and with overwrite replaces only a bundle', async () => {
+    const taken = join(root, 'taken');
+    await mkdir(taken);
+    await writeFile(join(taken, 'keep.txt'), 'x');
+    await expect(importCheckpoint(checkpoint, taken, { variants: ['fp32'] })).rejects.toThrow(
+      /already holds files/,
+    );
+    await expect(
+      importCheckpoint(checkpoint, taken, { variants: ['fp32'], overwrite: true }),
+    ).rejects.toThrow(/no model bundle/);
+    expect(await readdir(taken)).toEqual(['keep.txt']);
+
+    const bundle = join(root, 'replaced');
+    const first = await importCheckpoint(checkpoint, bundle, { variants: ['fp32'] });
+    await expect(importCheckpoint(checkpoint, bundle, { variants: ['int8'] })).rejects.toThrow(BundleError);
+    const second = await importCheckpoint(checkpoint, bundle, { variants: ['int8'], overwrite: true });
+    expect(Object.keys(second.variants)).toEqual(['int8']);
+    expect((await readdir(bundle)).sort()).toEqual([
+      'config.json',
+      'model.int8.onnx',
+      'model.json',
+      'vocab.txt',
+    ]);
+    expect(second.fingerprint).toBe(first.fingerprint);
+    expect((await readdir(root)).filter((n) => n.includes('.tmp-'))).toEqual([]);
+  });
+
+  it('never writes into the checkpoint directory or a directory that contains it', async () => {
+    await expect(importCheckpoint(checkpoint, checkpoint, { overwrite: true })).rejects.toThrow(
+      /holds the checkpoint/,
+    );
+    await expect(importCheckpoint(checkpoint, root, { overwrite: true })).rejects.toThrow(
+      /holds the checkpoint/,
+    );
+    expect((await readdir(checkpoint)).sort()).toEqual(['config.json', 'model.safetensors', 'vocab.txt']);
+  });
+
+  it('removes temporary directories left by an import that was killed', async () => {
+    const bundle = join(root, 'after-kill');
+    await mkdir(join(root, '.after-kill.tmp-999-1'), { recursive: true });
+    await writeFile(join(root, '.after-kill.tmp-999-1', 'model.onnx'), 'partial');
+    await importCheckpoint(checkpoint, bundle, { variants: ['fp32'] });
+    expect((await readdir(root)).filter((n) => n.startsWith('.after-kill'))).toEqual([]);
   });
 
   it('names the tensor and both shapes when a shape disagrees with the config', async () => {
@@ -206,5 +241,17 @@ describe('readBundleInfo and verifyBundle', () => {
     await expect(verifyBundle(bundle)).rejects.toThrow(/model\.onnx: sha256 .* model\.json records/);
     await writeFile(model, bytes.subarray(0, 100));
     await expect(readBundleInfo(bundle)).rejects.toThrow(/variant fp32 \(model\.onnx\) is 100 bytes/);
+  });
+
+  it('refuses a model.json whose file names point outside the bundle', async () => {
+    const bundle = join(root, 'escape');
+    await importCheckpoint(checkpoint, bundle, { variants: ['fp32'] });
+    const info = JSON.parse(await readFile(join(bundle, 'model.json'), 'utf8'));
+    info.variants.fp32.file = '../../etc/passwd';
+    await writeFile(join(bundle, 'model.json'), JSON.stringify(info));
+    await expect(readBundleInfo(bundle)).rejects.toThrow(/not a valid model\.json/);
+    info.variants.fp32.file = 'model.int8.onnx';
+    await writeFile(join(bundle, 'model.json'), JSON.stringify(info));
+    await expect(readBundleInfo(bundle)).rejects.toThrow(/each variant must name its own file/);
   });
 });

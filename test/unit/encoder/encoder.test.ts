@@ -1,3 +1,4 @@
+import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readConfig } from '../../../layers/encoder/src/bundle.ts';
@@ -9,6 +10,7 @@ import {
   SequenceTooLongError,
 } from '../../../layers/encoder/src/errors.ts';
 import { referenceForward } from '../../../layers/encoder/src/reference.ts';
+import { providerInstalled } from '../../../layers/encoder/src/session.ts';
 import { loadBertWeights } from '../../../layers/encoder/src/weights.ts';
 import { CLINICAL_SENTENCES, cosine, tempDir, tinyBundle } from '../../helpers/encoder.ts';
 
@@ -24,16 +26,20 @@ beforeAll(async () => {
 afterAll(() => cleanup());
 
 describe('Encoder', () => {
-  it('picks the CPU and its int8 variant when auto, and logs the choice', async () => {
+  it('picks the best provider with its variant when auto (the CPU and int8 here), and logs the choice', async () => {
     const messages: [string, Record<string, unknown>][] = [];
     const logger = {
       ...quiet,
       info: (m: string, ...f: Record<string, unknown>[]) => messages.push([m, Object.assign({}, ...f)]),
     };
     const encoder = await Encoder.load(bundle, { logger });
-    expect(encoder.provider).toBe('cpu');
-    expect(encoder.variant).toBe('int8');
-    expect(messages.find(([m]) => m === 'execution provider chosen')?.[1]).toMatchObject({ provider: 'cpu' });
+    // Here no GPU provider is installed; on a GPU machine auto takes it, with the fp16 variant.
+    const gpu = (['cuda', 'webgpu'] as const).find(providerInstalled);
+    expect(encoder.provider).toBe(gpu ?? 'cpu');
+    expect(encoder.variant).toBe(gpu ? 'fp16' : 'int8');
+    expect(messages.find(([m]) => m === 'execution provider chosen')?.[1]).toMatchObject({
+      provider: gpu ?? 'cpu',
+    });
     await encoder.close();
   });
 
@@ -86,19 +92,32 @@ describe('Encoder', () => {
     const result = await encoder.embed(['short note', long], { onOverflow: 'truncate' });
     expect(result.truncated).toEqual([1]);
     expect(result.embeddings).toHaveLength(2);
-    expect(result.stats.usefulTokens).toBeLessThanOrEqual(128 + 4);
+    // Truncation keeps the first 127 tokens and the closing [SEP]: 128 in all.
+    const [short, full] = await encoder.tokenize(['short note', long]);
+    expect(result.stats.usefulTokens).toBe(short!.ids.length + 128);
+    const cut = await encoder.embedIds([[...full!.ids.slice(0, 127), 102]]);
+    expect(cosine(result.embeddings[1]!, cut.embeddings[0]!)).toBeGreaterThan(0.99999);
     await encoder.close();
   });
 
   it('fails with ProviderUnavailableError for a provider asked for by name that is missing, never falling back', async () => {
-    await expect(Encoder.load(bundle, { provider: 'cuda', logger: quiet })).rejects.toThrow(
-      ProviderUnavailableError,
-    );
-    await expect(Encoder.load(bundle, { provider: 'cuda', logger: quiet })).rejects.toThrow(
-      /ONNXRUNTIME_NODE_INSTALL=cuda12/,
-    );
-    await expect(Encoder.load(bundle, { provider: 'webgpu', logger: quiet })).rejects.toThrow(
-      ProviderUnavailableError,
+    if (!providerInstalled('cuda')) {
+      await expect(Encoder.load(bundle, { provider: 'cuda', logger: quiet })).rejects.toThrow(
+        /ONNXRUNTIME_NODE_INSTALL=cuda12/,
+      );
+    }
+    for (const provider of ['cuda', 'webgpu'] as const) {
+      const loaded = Encoder.load(bundle, { provider, logger: quiet });
+      if (providerInstalled(provider)) await (await loaded).close();
+      else await expect(loaded).rejects.toThrow(ProviderUnavailableError);
+    }
+  });
+
+  it('refuses a bundle whose vocabulary was changed after import', async () => {
+    const changed = await tinyBundle(root, { variants: ['int8'] });
+    await appendFile(join(changed, 'vocab.txt'), 'extra\n');
+    await expect(Encoder.load(changed, { logger: quiet })).rejects.toThrow(
+      /vocab\.txt: sha256 .* model\.json records/,
     );
   });
 

@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ProviderUnavailableError } from '../../../layers/encoder/src/errors.ts';
+import { BundleError, ProviderUnavailableError } from '../../../layers/encoder/src/errors.ts';
 import { buildBertOnnx } from '../../../layers/encoder/src/onnx/bert.ts';
 import {
   createSession,
@@ -10,21 +10,32 @@ import {
 } from '../../../layers/encoder/src/session.ts';
 import { tempDir, tinyWeights } from '../../helpers/encoder.ts';
 
+let dir: string;
 let modelPath: string;
 let cleanup: () => Promise<void>;
 
 beforeAll(async () => {
-  const tmp = await tempDir();
-  cleanup = tmp.cleanup;
-  modelPath = join(tmp.dir, 'model.onnx');
+  ({ dir, cleanup } = await tempDir());
+  modelPath = join(dir, 'model.onnx');
   await writeFile(modelPath, buildBertOnnx(tinyWeights()));
 });
 afterAll(() => cleanup());
 
 describe('createSession', () => {
-  it('reports the CPU provider as installed and the optional CUDA download as missing on this machine', () => {
+  it('reports the CPU provider as installed', () => {
     expect(providerInstalled('cpu')).toBe(true);
-    expect(providerInstalled('cuda')).toBe(false);
+  });
+
+  it('starts a provider asked for by name when installed, and otherwise fails without falling back', async () => {
+    for (const provider of ['cuda', 'webgpu'] as const) {
+      const result = await createSession(modelPath, { provider }).catch((e: unknown) => e);
+      if (providerInstalled(provider)) {
+        expect(result).toMatchObject({ provider });
+        await (result as { session: { release(): Promise<void> } }).session.release();
+      } else {
+        expect(result).toBeInstanceOf(ProviderUnavailableError);
+      }
+    }
   });
 
   it('resolves auto to the best provider that starts and asks the model chooser for that provider', async () => {
@@ -39,20 +50,22 @@ describe('createSession', () => {
         logger: { debug: () => {}, warn: () => {}, info: (_m, ...f) => logged.push(Object.assign({}, ...f)) },
       },
     );
-    expect(provider).toBe('cpu');
-    expect(asked).toEqual(['cpu']);
-    expect(logged[0]).toMatchObject({
-      provider: 'cpu',
-      skipped: ['cuda: not installed', 'webgpu: not installed'],
-    });
+    // On this machine neither GPU provider is installed; elsewhere auto takes the first that starts.
+    const expected: ResolvedProvider = (['cuda', 'webgpu'] as const).find(providerInstalled) ?? 'cpu';
+    expect(provider).toBe(expected);
+    expect(asked.at(-1)).toBe(expected);
+    expect(logged[0]).toMatchObject({ provider: expected });
+    if (expected === 'cpu')
+      expect(logged[0]!['skipped']).toEqual(['cuda: not installed', 'webgpu: not installed']);
     await session.release();
   });
 
-  it('wraps a model the runtime cannot load in ProviderUnavailableError with the cause', async () => {
-    const error = await createSession(new Uint8Array([1, 2, 3]), { provider: 'cpu' }).catch(
-      (e: unknown) => e,
-    );
-    expect(error).toBeInstanceOf(ProviderUnavailableError);
+  it('reports a model the CPU cannot load as a BundleError naming the file, with the cause', async () => {
+    const broken = join(dir, 'broken.onnx');
+    await writeFile(broken, new Uint8Array([1, 2, 3]));
+    const error = await createSession(broken, { provider: 'cpu' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BundleError);
+    expect((error as Error).message).toContain('broken.onnx');
     expect((error as Error).cause).toBeDefined();
   });
 });

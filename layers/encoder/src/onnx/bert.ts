@@ -76,9 +76,9 @@ export function buildBertOnnx(weights: BertWeights, options: BuildBertOnnxOption
     for (let h = 0; h < hidden; h++) positionPlusType[p * hidden + h]! += weights.tokenTypeEmbeddings[h]!;
   }
 
-  const maskInt32 = g.op('Cast', [ONNX_IO.attentionMask], { to: { i: DataType.INT32 } });
   let x: string;
   let additiveMask = '';
+  let maskInt32 = '';
   if (kind === 'plain') {
     const word = g.float32('word_embeddings', [c.vocab_size, hidden], weights.wordEmbeddings);
     const pos = g.float32('position_embeddings', [c.max_position_embeddings, hidden], positionPlusType);
@@ -93,6 +93,7 @@ export function buildBertOnnx(weights: BertWeights, options: BuildBertOnnxOption
     const scaled = g.op('Mul', [inverted, g.float32('mask_filter', [], Float32Array.of(MASK_FILTER_VALUE))]);
     additiveMask = g.op('Unsqueeze', [scaled, g.int64('mask_axes', [2], [1, 2])]);
   } else {
+    maskInt32 = g.op('Cast', [ONNX_IO.attentionMask], { to: { i: DataType.INT32 } });
     const ids32 = g.op('Cast', [ONNX_IO.inputIds], { to: { i: DataType.INT32 } });
     const [embedded] = g.node(
       'EmbedLayerNormalization',

@@ -71,6 +71,30 @@ describe('buildBertOnnx', () => {
     });
   }
 
+  it('matches the reference on padded rows: masked keys get no attention, masked tokens no weight in the mean', async () => {
+    const model = buildBertOnnx(weights, { kind: 'fused' });
+    const batch = sequences.slice(0, 4);
+    const out = await runModel(model, batch);
+    const hidden = weights.config.hidden_size;
+    batch.forEach((seq, r) => {
+      const padded = [...seq, ...new Array(out.width - seq.length).fill(0)];
+      const mask = padded.map((_, t) => (t < seq.length ? 1 : 0));
+      const ref = referenceForward(weights, padded, mask);
+      for (let t = 0; t < seq.length; t++) {
+        for (let h = 0; h < hidden; h++) {
+          expect(
+            Math.abs(out.hidden[(r * out.width + t) * hidden + h]! - ref.hiddenStates[t]![h]!),
+          ).toBeLessThanOrEqual(1e-4);
+        }
+      }
+      expect(
+        cosine(out.embedding.subarray(r * hidden, (r + 1) * hidden), ref.embedding),
+      ).toBeGreaterThanOrEqual(0.99999);
+    });
+    // The widest row has no padding; the others must have had some for this test to mean anything.
+    expect(batch.some((s) => s.length < out.width)).toBe(true);
+  });
+
   it('pools the [CLS] vector when asked', async () => {
     const out = await runModel(buildBertOnnx(weights, { pooling: 'cls' }), sequences.slice(0, 3));
     const hidden = weights.config.hidden_size;
