@@ -3,7 +3,9 @@
  * real sockets instead of a mocked `fetch`: redirects, `Range`, dropped connections and status codes
  * then behave as they do on the wire.
  *
- * It serves one repo, from a checkpoint directory on disk, the way the real hub does:
+ * It serves one repo, from a checkpoint directory on disk or from named files (see
+ * {@link PYTORCH_REPO_FILES} for a repo with `pytorch_model.bin` only, like ClinicalBERT's), the way
+ * the real hub does:
  *
  * - `GET /api/models/{repo}/revision/{main|commit}?blobs=true`: the file listing, with git blob sha1s
  *   for plain files and `lfs.sha256` for LFS files;
@@ -18,12 +20,34 @@ import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** The files the fake repo holds besides `.gitattributes`, in listing order. */
 export const FAKE_HUB_FILES = ['config.json', 'vocab.txt', 'model.safetensors'] as const;
 
 /** The file the hub stores in LFS and redirects to the CDN; the others are served by the hub itself. */
 export const FAKE_HUB_LFS_FILE = 'model.safetensors';
+
+/** The weight files a repo may hold; the one a fake repo holds is its LFS file. */
+const WEIGHT_FILES = ['model.safetensors', 'pytorch_model.bin'];
+
+/**
+ * A repo laid out as the real ClinicalBERT repos are, with no safetensors: `config.json`, `vocab.txt`
+ * and `pytorch_model.bin` (in LFS). The weights are the committed tiny BERT saved by PyTorch in the
+ * legacy container (`test/fixtures/tiny-bert-torch/torch-legacy`), the vocabulary the bert-base-cased
+ * one it was made for. Pass it as {@link FakeHubOptions.files}.
+ */
+export const PYTORCH_REPO_FILES: Readonly<Record<string, string>> = {
+  'config.json': fileURLToPath(
+    new URL('../fixtures/tiny-bert-torch/torch-legacy/config.json', import.meta.url),
+  ),
+  'vocab.txt': fileURLToPath(
+    new URL('../../layers/encoder/assets/vocab-bert-base-cased.txt', import.meta.url),
+  ),
+  'pytorch_model.bin': fileURLToPath(
+    new URL('../fixtures/tiny-bert-torch/torch-legacy/pytorch_model.bin', import.meta.url),
+  ),
+};
 
 /** A request as the fake hub (or its CDN) saw it. */
 export interface SeenRequest {
@@ -64,8 +88,17 @@ export interface FakeHubOptions {
   readonly repo: string;
   /** 40-hex commit sha that `main` resolves to. */
   readonly commit: string;
-  /** A Hugging Face checkpoint directory, as written by `writeRandomBertCheckpoint`. */
-  readonly sourceDir: string;
+  /**
+   * A Hugging Face checkpoint directory, as written by `writeRandomBertCheckpoint`: the repo then holds
+   * {@link FAKE_HUB_FILES}, with `model.safetensors` in LFS. Give this or {@link FakeHubOptions.files}.
+   */
+  readonly sourceDir?: string;
+  /**
+   * The repo's files instead of `sourceDir`: file name → path of the content on disk, in listing
+   * order, e.g. {@link PYTORCH_REPO_FILES}. The one weight file among them (`model.safetensors` or
+   * `pytorch_model.bin`) is served as the LFS file; a map without one makes a weightless repo.
+   */
+  readonly files?: Readonly<Record<string, string>>;
   /** The token {@link FakeHubBehaviour.requireToken} accepts. Without one, it accepts none. */
   readonly token?: string;
 }
@@ -80,7 +113,11 @@ export interface FakeHub {
   readonly seen: SeenRequest[];
   /** Faults to inject; mutate it in a test, {@link FakeHub.reset} clears it. */
   behaviour: FakeHubBehaviour;
-  /** The served bytes of each file in {@link FAKE_HUB_FILES}, as read from `sourceDir`. */
+  /** The repo's files besides `.gitattributes`, in listing order: {@link FAKE_HUB_FILES} for a `sourceDir`. */
+  readonly files: readonly string[];
+  /** The file served from LFS through the CDN: {@link FAKE_HUB_LFS_FILE} for a `sourceDir`. */
+  readonly lfsFile: string | undefined;
+  /** The served bytes of each file in {@link FakeHub.files}, as read from disk. */
   readonly content: ReadonlyMap<string, Buffer>;
   /** The requests that fetched file content (`/resolve/` on the hub, `/lfs/` on the CDN). */
   fileRequests(): SeenRequest[];
@@ -101,21 +138,28 @@ export function gitBlobSha1(bytes: Buffer): string {
 }
 
 /**
- * Starts the fake hub and its CDN on free ports of 127.0.0.1, serving the files of `sourceDir` as
- * `repo` at `commit`. Call {@link FakeHub.close} when done.
+ * Starts the fake hub and its CDN on free ports of 127.0.0.1, serving the files of `sourceDir` (or
+ * `files`) as `repo` at `commit`. Call {@link FakeHub.close} when done.
  */
 export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
-  const { repo, commit, token } = options;
+  const { repo, commit, token, sourceDir } = options;
+  let paths: [string, string][];
+  if (options.files) paths = Object.entries(options.files);
+  else if (sourceDir !== undefined) paths = FAKE_HUB_FILES.map((name) => [name, join(sourceDir, name)]);
+  else throw new Error('startFakeHub needs sourceDir or files');
   const content = new Map<string, Buffer>();
-  for (const name of FAKE_HUB_FILES) content.set(name, await readFile(join(options.sourceDir, name)));
-  const lfsSha = sha256(content.get(FAKE_HUB_LFS_FILE)!);
+  for (const [name, path] of paths) content.set(name, await readFile(path));
+  const files = [...content.keys()];
+  const lfsFiles = files.filter((name) => WEIGHT_FILES.includes(name));
+  if (lfsFiles.length > 1)
+    throw new Error(`a fake repo holds one weight file, not ${lfsFiles.join(' and ')}`);
+  const lfsFile = lfsFiles[0];
+  const lfsSha = lfsFile === undefined ? undefined : sha256(content.get(lfsFile)!);
   const seen: SeenRequest[] = [];
   let lfsRequests = 0;
 
   function listing(repoId: string, behaviour: FakeHubBehaviour) {
-    const names = FAKE_HUB_FILES.filter(
-      (name) => repoId !== behaviour.weightlessRepo || name !== FAKE_HUB_LFS_FILE,
-    );
+    const names = files.filter((name) => repoId !== behaviour.weightlessRepo || name !== lfsFile);
     return {
       id: repoId,
       sha: commit,
@@ -124,7 +168,7 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
         { rfilename: '.gitattributes', size: 10, blobId: 'a'.repeat(40) },
         ...names.map((name) => {
           const bytes = content.get(name)!;
-          return name === FAKE_HUB_LFS_FILE
+          return name === lfsFile
             ? {
                 rfilename: name,
                 size: bytes.length,
@@ -161,7 +205,7 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
       res.writeHead(200, { 'content-length': bytes.length });
     }
     const body = bytes.subarray(start);
-    if (name === FAKE_HUB_LFS_FILE && ++lfsRequests === 1 && behaviour.cutAfter !== undefined) {
+    if (name === lfsFile && ++lfsRequests === 1 && behaviour.cutAfter !== undefined) {
       // Flush part of the body, then drop the connection as a flaky network would.
       res.write(body.subarray(0, behaviour.cutAfter), () => res.socket?.destroy());
       return;
@@ -225,7 +269,7 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
         content.has(resolve[3]!)
       ) {
         const name = resolve[3]!;
-        if (name === FAKE_HUB_LFS_FILE) {
+        if (name === lfsFile) {
           // The real hub sends LFS files to a CDN on another host.
           res.writeHead(302, { location: `${hub.cdnUrl}/lfs/${lfsSha}` }).end();
           return;
@@ -233,8 +277,8 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
         serveFile(req, res, name);
         return;
       }
-      if (server === 'cdn' && url.pathname === `/lfs/${lfsSha}`) {
-        serveFile(req, res, FAKE_HUB_LFS_FILE);
+      if (server === 'cdn' && lfsFile !== undefined && url.pathname === `/lfs/${lfsSha}`) {
+        serveFile(req, res, lfsFile);
         return;
       }
       res.writeHead(404).end();
@@ -248,6 +292,8 @@ export async function startFakeHub(options: FakeHubOptions): Promise<FakeHub> {
     cdnUrl: await listen(cdnServer),
     seen,
     behaviour: {},
+    files,
+    lfsFile,
     content,
     fileRequests: () => seen.filter((s) => s.path.includes('/resolve/') || s.path.startsWith('/lfs/')),
     reset() {

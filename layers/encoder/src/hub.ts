@@ -158,7 +158,7 @@ export async function pullCheckpoint(options: PullOptions): Promise<PulledCheckp
     hubOrigin,
     repoId,
     fetch: options.fetch ?? globalThis.fetch,
-    token: options.token === null ? undefined : options.token || process.env['HF_TOKEN'] || undefined,
+    ...chooseToken(options.token),
     retries: Math.max(0, options.retries ?? 3),
     retryDelayMs: Math.max(0, options.retryDelayMs ?? 500),
     signal: options.signal,
@@ -199,6 +199,8 @@ interface Context {
   readonly repoId: string;
   readonly fetch: typeof fetch;
   readonly token: string | undefined;
+  /** Where {@link Context.token} came from, for error messages (never the token itself). */
+  readonly tokenSource: 'HF_TOKEN' | 'option' | undefined;
   readonly retries: number;
   readonly retryDelayMs: number;
   readonly signal: AbortSignal | undefined;
@@ -262,6 +264,13 @@ function checkRepoId(repoId: string): string {
     );
   }
   return repoId;
+}
+
+function chooseToken(option: string | null | undefined): Pick<Context, 'token' | 'tokenSource'> {
+  if (option === null) return { token: undefined, tokenSource: undefined };
+  if (option) return { token: option, tokenSource: 'option' };
+  const fromEnv = process.env['HF_TOKEN'];
+  return fromEnv ? { token: fromEnv, tokenSource: 'HF_TOKEN' } : { token: undefined, tokenSource: undefined };
 }
 
 function refFileName(revision: string): string {
@@ -389,70 +398,80 @@ async function downloadAttempt(
   // request starting at its end would only get a 416.
   if (offset < spec.size || offset === 0) {
     const res = await request(ctx, url, offset > 0 ? { range: `bytes=${offset}-` } : {});
-    let append = false;
-    if (res.status === 206 && offset > 0) {
-      const start = contentRangeStart(res.headers.get('content-range'));
-      if (start !== offset) {
+    // Once the body is read through a reader, only the reader can cancel it.
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
+    try {
+      let append = false;
+      if (res.status === 206 && offset > 0) {
+        const start = contentRangeStart(res.headers.get('content-range'));
+        if (start !== offset) {
+          await discard(res);
+          await rm(partialPath, { force: true });
+          throw new Retryable(
+            `asked for ${spec.name} from byte ${offset}, the server sent bytes from ${start ?? '?'}`,
+          );
+        }
+        append = true;
+      } else if (res.status === 416) {
+        // The partial file does not fit what the server has: start over.
         await discard(res);
         await rm(partialPath, { force: true });
-        throw new Retryable(
-          `asked for ${spec.name} from byte ${offset}, the server sent bytes from ${start ?? '?'}`,
-        );
+        throw new Retryable(`the server refused to resume ${spec.name} from byte ${offset} (HTTP 416)`);
+      } else if (!res.ok) {
+        throw await statusError(ctx, res, { file: spec.name });
       }
-      append = true;
-    } else if (res.status === 416) {
-      // The partial file does not fit what the server has: start over.
-      await discard(res);
-      await rm(partialPath, { force: true });
-      throw new Retryable(`the server refused to resume ${spec.name} from byte ${offset} (HTTP 416)`);
-    } else if (!res.ok) {
-      throw await statusError(ctx, res, { file: spec.name });
-    }
-    // HTTP 200 to a range request: the server ignored the range and sends the whole file.
-    if (append) await hashPrefix(partialPath, offset, hashes);
-    else offset = 0;
-    received = offset;
-    report(ctx, spec.name, received, spec.size, offset);
+      // HTTP 200 to a range request: the server ignored the range and sends the whole file.
+      if (append) await hashPrefix(partialPath, offset, hashes);
+      else offset = 0;
+      received = offset;
+      report(ctx, spec.name, received, spec.size, offset);
 
-    const file = await open(partialPath, append ? 'a' : 'w');
-    try {
-      const reader = res.body?.getReader();
-      while (reader) {
-        let chunk: Uint8Array;
-        try {
-          const next = await reader.read();
-          if (next.done) break;
-          chunk = next.value;
-        } catch (cause) {
-          if (ctx.signal?.aborted) throw ctx.signal.reason;
-          throw new Retryable(
-            `the connection broke after ${received} of ${spec.size} bytes of ${spec.name}`,
-            {
-              cause,
-              progressed: received > offset,
-            },
-          );
+      const file = await open(partialPath, append ? 'a' : 'w');
+      try {
+        reader = res.body?.getReader();
+        while (reader) {
+          let chunk: Uint8Array;
+          try {
+            const next = await reader.read();
+            if (next.done) break;
+            chunk = next.value;
+          } catch (cause) {
+            if (ctx.signal?.aborted) throw ctx.signal.reason;
+            throw new Retryable(
+              `the connection broke after ${received} of ${spec.size} bytes of ${spec.name}`,
+              {
+                cause,
+                progressed: received > offset,
+              },
+            );
+          }
+          if (received + chunk.byteLength > spec.size) {
+            await reader.cancel().catch(() => {});
+            await file.close();
+            await rm(partialPath, { force: true });
+            throw new IntegrityError(
+              `${spec.name}: the server sent more than the ${spec.size} bytes the hub lists; the download was deleted`,
+            );
+          }
+          await writeAll(file, chunk);
+          hashes.update(chunk);
+          received += chunk.byteLength;
+          report(ctx, spec.name, received, spec.size, offset);
         }
-        if (received + chunk.byteLength > spec.size) {
-          await reader.cancel().catch(() => {});
-          await file.close();
-          await rm(partialPath, { force: true });
-          throw new IntegrityError(
-            `${spec.name}: the server sent more than the ${spec.size} bytes the hub lists; the download was deleted`,
-          );
-        }
-        await writeAll(file, chunk);
-        hashes.update(chunk);
-        received += chunk.byteLength;
-        report(ctx, spec.name, received, spec.size, offset);
+      } finally {
+        await file.close().catch(() => {});
       }
-    } finally {
-      await file.close().catch(() => {});
-    }
-    if (received < spec.size) {
-      throw new Retryable(`the server stopped after ${received} of ${spec.size} bytes of ${spec.name}`, {
-        progressed: received > offset,
-      });
+      if (received < spec.size) {
+        throw new Retryable(`the server stopped after ${received} of ${spec.size} bytes of ${spec.name}`, {
+          progressed: received > offset,
+        });
+      }
+    } catch (error) {
+      // Whatever failed after the request (the partial file, hashing it, a write, the progress
+      // callback), an unread body would keep its connection open: cancel it. A no-op once it was read
+      // to the end or already cancelled.
+      await (reader ? reader.cancel() : discard(res)).catch(() => {});
+      throw error;
     }
   } else {
     await hashPrefix(partialPath, offset, hashes);
@@ -572,10 +591,16 @@ async function statusError(
   const what = about.file ? `${about.file} of ${ctx.repoId}` : `${ctx.repoId}@${about.revision}`;
   if (res.status === 401 || res.status === 403) {
     const gated = code === 'GatedRepo' ? ' It is a gated repo: accept its conditions on the hub first.' : '';
-    const tokenState = ctx.token ? 'the token in HF_TOKEN was sent and refused' : 'no token was sent';
+    // Name where the token came from, never the token itself.
+    const advice =
+      ctx.tokenSource === 'option'
+        ? 'a token was sent and refused; use a token with read access to it'
+        : ctx.tokenSource === 'HF_TOKEN'
+          ? 'the token in HF_TOKEN was sent and refused; set HF_TOKEN to a token with read access'
+          : 'no token was sent; set HF_TOKEN to a token with read access';
     return new HubDownloadError(
       `HTTP ${res.status} for ${what} at ${ctx.endpoint}${detail}: the repo may not exist, or be private or ` +
-        `gated and need an access token (${tokenState}); set HF_TOKEN to a token with read access.${gated}`,
+        `gated and need an access token (${advice}).${gated}`,
     );
   }
   if (res.status === 404) {

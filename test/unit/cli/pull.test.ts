@@ -4,7 +4,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRandomBertCheckpoint } from '../../../layers/encoder/src/fixture.ts';
 import { tempDir } from '../../helpers/encoder.ts';
-import { FAKE_HUB_FILES, type FakeHub, startFakeHub, unreachableUrl } from '../../helpers/hub-server.ts';
+import {
+  FAKE_HUB_FILES,
+  type FakeHub,
+  PYTORCH_REPO_FILES,
+  startFakeHub,
+  unreachableUrl,
+} from '../../helpers/hub-server.ts';
 
 const BIN = new URL('../../../cli/bin/cohort.mjs', import.meta.url).pathname;
 const REPO = 'emilyalsentzer/Bio_Discharge_Summary_BERT';
@@ -135,6 +141,52 @@ describe('cohort model pull', () => {
       expect(dead.stdout).toBe('');
       expect(dead.stderr).toMatch(/^cohort: could not reach the Hugging Face hub/m);
       expect(dead.stderr).toContain('HF_ENDPOINT');
+    },
+    TIMEOUT_MS,
+  );
+});
+
+describe('cohort model pull from a repo with pytorch_model.bin only, as ClinicalBERT has', () => {
+  let torchHub: FakeHub;
+  let torchRoot: string;
+  let torchCleanup: () => Promise<void>;
+
+  beforeAll(async () => {
+    ({ dir: torchRoot, cleanup: torchCleanup } = await tempDir('cohort-pull-torch-'));
+    torchHub = await startFakeHub({ repo: REPO, commit: COMMIT, files: PYTORCH_REPO_FILES });
+  });
+
+  afterAll(async () => {
+    await torchHub?.close();
+    await torchCleanup?.();
+  });
+
+  it(
+    'downloads pytorch_model.bin and imports it as torch-legacy weights',
+    async () => {
+      const bundle = join(torchRoot, 'b');
+
+      const run = await cohortPull(
+        { HF_ENDPOINT: torchHub.hubUrl, COHORT_CACHE_DIR: join(torchRoot, 'cache') },
+        '--out',
+        bundle,
+        '--variants',
+        'int8',
+      );
+
+      expect(run.code, run.stderr).toBe(0);
+      expect(JSON.parse(run.stdout)).toMatchObject({ bundle, dims: 32, variants: ['int8'] });
+      const info = JSON.parse(await readFile(join(bundle, 'model.json'), 'utf8'));
+      expect(info.source).toMatchObject({
+        repo: REPO,
+        revision: 'main',
+        commit: COMMIT,
+        weightsFile: 'pytorch_model.bin',
+        weightsFormat: 'torch-legacy',
+      });
+      expect(run.stderr).toMatch(/^pytorch_model\.bin {2}.*100%/m);
+      // The weights came through the LFS redirect, from the CDN.
+      expect(torchHub.seen.some((s) => s.server === 'cdn' && s.status === 200)).toBe(true);
     },
     TIMEOUT_MS,
   );

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -16,6 +16,7 @@ import {
   type FakeHub,
   FAKE_HUB_FILES as FILES,
   gitBlobSha1,
+  PYTORCH_REPO_FILES,
   sha256,
   startFakeHub,
   unreachableUrl,
@@ -182,6 +183,28 @@ describe('pullCheckpoint', () => {
     await expectSameAsSource(pulled.dir);
   });
 
+  it('says where a refused token came from, without showing it', async () => {
+    fake.behaviour.requireToken = true;
+    const wrong = 'hf_wrong_token_456';
+
+    const given = (await pull({ token: wrong }).catch((error: unknown) => error)) as Error;
+    expect(given).toBeInstanceOf(HubDownloadError);
+    expect(given.message).toMatch(/HTTP 401.*a token was sent and refused/);
+    expect(given.message).not.toMatch(/HF_TOKEN was sent/);
+    expect(given.message).not.toContain(wrong);
+
+    const saved = process.env['HF_TOKEN'];
+    process.env['HF_TOKEN'] = wrong;
+    try {
+      const fromEnv = (await pull({ token: undefined }).catch((error: unknown) => error)) as Error;
+      expect(fromEnv.message).toMatch(/the token in HF_TOKEN was sent and refused; set HF_TOKEN/);
+      expect(fromEnv.message).not.toContain(wrong);
+    } finally {
+      if (saved === undefined) delete process.env['HF_TOKEN'];
+      else process.env['HF_TOKEN'] = saved;
+    }
+  });
+
   it('lists what the repo has when the weights are missing', async () => {
     fake.behaviour.weightlessRepo = 'acme/tokenizer-only';
 
@@ -252,6 +275,28 @@ describe('pullCheckpoint', () => {
     await expectSameAsSource((await pull()).dir);
   });
 
+  it('cancels the response body when the partial file cannot be read or opened', async () => {
+    // A directory where the partial weights should be: statted fine, then unreadable and unopenable.
+    const dir = join(cacheDir, 'hub', 'emilyalsentzer--Bio_Discharge_Summary_BERT', COMMIT);
+    await mkdir(join(dir, `${FAKE_HUB_LFS_FILE}.incomplete`), { recursive: true });
+    const responses: Response[] = [];
+    const recording: typeof fetch = async (input, init) => {
+      const res = await fetch(input, init);
+      responses.push(res);
+      return res;
+    };
+
+    const failure = await pull({ fetch: recording }).catch((error: unknown) => error);
+
+    expect((failure as NodeJS.ErrnoException).code).toBe('EISDIR');
+    const weights = responses.at(-1)!;
+    expect(weights.url).toContain(fake.cdnUrl);
+    expect([200, 206]).toContain(weights.status);
+    // A cancelled body is closed: nothing more comes out of it.
+    expect(weights.body!.locked).toBe(false);
+    expect(await weights.body!.getReader().read()).toEqual({ done: true, value: undefined });
+  });
+
   it('retries an API answer of HTTP 503', async () => {
     fake.behaviour.failApi = 2;
 
@@ -278,6 +323,66 @@ describe('pullCheckpoint', () => {
     const online = await pull();
     const offline = await pull({ endpoint: deadUrl, retries: 0 });
     expect(offline).toMatchObject({ offline: true, dir: online.dir, commitSha: COMMIT, files: online.files });
+  });
+});
+
+describe('pullCheckpoint from a repo with pytorch_model.bin only, as ClinicalBERT has', () => {
+  let torchHub: FakeHub;
+
+  beforeAll(async () => {
+    torchHub = await startFakeHub({ repo: REPO, commit: COMMIT, files: PYTORCH_REPO_FILES });
+  });
+
+  afterAll(async () => {
+    await torchHub?.close();
+  });
+
+  beforeEach(() => {
+    torchHub.reset();
+  });
+
+  it('downloads pytorch_model.bin through the CDN, byte-identical to the fixture and sha256-checked', async () => {
+    const pulled = await pull({ endpoint: torchHub.hubUrl });
+
+    const fixture = await readFile(PYTORCH_REPO_FILES['pytorch_model.bin']!);
+    expect(torchHub.lfsFile).toBe('pytorch_model.bin');
+    expect(pulled.files.map((f) => f.name)).toEqual(['config.json', 'vocab.txt', 'pytorch_model.bin']);
+    expect((await readFile(join(pulled.dir, 'pytorch_model.bin'))).equals(fixture)).toBe(true);
+    expect(pulled.files[2]).toEqual({
+      name: 'pytorch_model.bin',
+      bytes: fixture.length,
+      sha256: sha256(fixture),
+    });
+    for (const name of ['config.json', 'vocab.txt']) {
+      const expected = await readFile(PYTORCH_REPO_FILES[name]!);
+      expect((await readFile(join(pulled.dir, name))).equals(expected), name).toBe(true);
+    }
+    expect((await readdir(pulled.dir)).sort()).toEqual(['config.json', 'pytorch_model.bin', 'vocab.txt']);
+    // Served as an LFS file: the hub redirects, the CDN sends the bytes.
+    expect(torchHub.seen).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          server: 'hub',
+          path: expect.stringMatching(/\/pytorch_model\.bin$/),
+          status: 302,
+        }),
+        expect.objectContaining({ server: 'cdn', path: `/lfs/${sha256(fixture)}`, status: 200 }),
+      ]),
+    );
+  });
+
+  it('rejects a corrupted byte in pytorch_model.bin against the LFS sha256 and leaves no file', async () => {
+    torchHub.behaviour.corrupt = 'pytorch_model.bin';
+
+    const failure = await pull({ endpoint: torchHub.hubUrl }).catch((error: unknown) => error);
+
+    expect(failure).toBeInstanceOf(IntegrityError);
+    const fixture = await readFile(PYTORCH_REPO_FILES['pytorch_model.bin']!);
+    expect((failure as Error).message).toContain('pytorch_model.bin');
+    expect((failure as Error).message).toContain(`expected ${sha256(fixture)}`);
+    const dir = join(cacheDir, 'hub', 'emilyalsentzer--Bio_Discharge_Summary_BERT', COMMIT);
+    expect(existsSync(join(dir, 'pytorch_model.bin'))).toBe(false);
+    expect(existsSync(join(dir, 'pytorch_model.bin.incomplete'))).toBe(false);
   });
 });
 

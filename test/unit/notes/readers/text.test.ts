@@ -1,0 +1,154 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import {
+  type NoteInput,
+  type ReadOptions,
+  readNotes,
+  readNotesFromFile,
+} from '../../../../layers/notes/src/readers/index.ts';
+import type { ReadItem } from '../../../../layers/notes/src/types.ts';
+
+const FIXTURE = join(
+  import.meta.dirname,
+  '../../../fixtures/notes-formats/patients/p-77/notes/vasc-followup-1.txt',
+);
+
+async function* chunked(data: Buffer, size = 64): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
+}
+
+async function drain(items: AsyncIterable<ReadItem>): Promise<ReadItem[]> {
+  const out: ReadItem[] = [];
+  for await (const item of items) out.push(item);
+  return out;
+}
+
+function read(
+  key: string,
+  data: Buffer | string,
+  extra: Omit<NoteInput, 'body' | 'key'> = {},
+  options?: ReadOptions,
+): Promise<ReadItem[]> {
+  const body = chunked(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+  return drain(readNotes({ body, key, ...extra }, options));
+}
+
+describe('plain-text notes', () => {
+  it('takes patient and note ids from a …/patients/<patientId>/notes/<noteId>.txt key', async () => {
+    const items = await drain(readNotesFromFile(FIXTURE));
+    expect(items).toEqual([
+      {
+        kind: 'note',
+        note: {
+          noteId: 'vasc-followup-1',
+          patientId: 'p-77',
+          text: readFileSync(FIXTURE, 'utf8'),
+          source: { key: FIXTURE },
+        },
+      },
+    ]);
+  });
+
+  it('reads a gzip copy the same, dropping .gz and .txt from the note id', async () => {
+    const items = await read(
+      'incoming/patients/p-77/notes/vasc-followup-1.txt.gz',
+      gzipSync(readFileSync(FIXTURE)),
+    );
+    expect(items).toMatchObject([{ kind: 'note', note: { noteId: 'vasc-followup-1', patientId: 'p-77' } }]);
+    const [item] = items;
+    expect(item?.kind === 'note' && item.note.text).toBe(readFileSync(FIXTURE, 'utf8'));
+  });
+
+  it('takes ids from object metadata when the key does not have them, with the S3 prefix or without', async () => {
+    const metadata = {
+      'X-Amz-Meta-Patient-Id': 'p-1',
+      'note-id': 'n-9',
+      'note-type': 'Clinic note',
+      'note-date': '2020-01-02 09:30',
+      'encounter-id': 'e-3',
+    };
+    const items = await read('uploads/2020/abc.txt', 'Seen in clinic today.', {
+      metadata,
+      bucket: 'notes',
+      etag: '"e1"',
+    });
+    expect(items).toEqual([
+      {
+        kind: 'note',
+        note: {
+          noteId: 'n-9',
+          patientId: 'p-1',
+          encounterId: 'e-3',
+          noteType: 'Clinic note',
+          noteDate: '2020-01-02T09:30',
+          text: 'Seen in clinic today.',
+          source: { bucket: 'notes', key: 'uploads/2020/abc.txt', etag: '"e1"' },
+        },
+      },
+    ]);
+  });
+
+  it('prefers the key to metadata for ids', async () => {
+    const items = await read('patients/p-1/notes/n-1.txt', 'Text.', {
+      metadata: { 'patient-id': 'x', 'note-id': 'y' },
+    });
+    expect(items).toMatchObject([{ note: { patientId: 'p-1', noteId: 'n-1' } }]);
+  });
+
+  it('quarantines the object whole when neither key nor metadata give the ids', async () => {
+    expect(await read('uploads/abc.txt', 'Some text.', { metadata: { 'patient-id': 'p-1' } })).toEqual([
+      {
+        kind: 'quarantined',
+        quarantined: {
+          source: { key: 'uploads/abc.txt' },
+          reason: 'cannot tell patient and note ids',
+          detail:
+            'expected a key …/patients/<patientId>/notes/<noteId>.txt or metadata patient-id and note-id',
+        },
+      },
+    ]);
+  });
+
+  it('quarantines an empty or blank object as an empty note', async () => {
+    for (const text of ['', '  \n\t\n']) {
+      expect(await read('patients/p/notes/n.txt', text)).toMatchObject([
+        { quarantined: { reason: 'empty note' } },
+      ]);
+    }
+  });
+
+  it('quarantines an object over maxNoteBytes without reading all of it', async () => {
+    let pulled = 0;
+    async function* body(): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < 1000; i++) {
+        pulled++;
+        yield Buffer.alloc(1024, 'a');
+      }
+    }
+    const items = await drain(
+      readNotes({ body: body(), key: 'patients/p/notes/n.txt' }, { limits: { maxNoteBytes: 10 * 1024 } }),
+    );
+    expect(items).toMatchObject([{ quarantined: { reason: 'note over limit' } }]);
+    expect(pulled).toBeLessThan(100);
+  });
+
+  it('quarantines invalid UTF-8 by default, and replaces it with U+FFFD when asked to', async () => {
+    const latin1 = Buffer.from('Caf\xe9 au lait.', 'latin1');
+    expect(await read('patients/p/notes/n.txt', latin1)).toMatchObject([
+      { quarantined: { reason: 'invalid UTF-8' } },
+    ]);
+    const kept = await read('patients/p/notes/n.txt', latin1, {}, { invalidUtf8: 'replace' });
+    expect(kept).toMatchObject([{ note: { text: 'Caf\uFFFD au lait.' } }]);
+  });
+
+  it('reads any object as text when told to', async () => {
+    const items = await read('patients/p/notes/n.csv', 'a,b,c\n1,2,3\n', {}, { format: 'text' });
+    expect(items).toMatchObject([{ note: { noteId: 'n.csv', text: 'a,b,c\n1,2,3\n' } }]);
+  });
+
+  it('detects text without a .txt name when the key has the layout', async () => {
+    expect(await read('patients/p/notes/n-1', 'Plain words.')).toMatchObject([{ note: { noteId: 'n-1' } }]);
+  });
+});
