@@ -8,7 +8,7 @@ import { type BertConfig, parseBertConfig } from './config.ts';
 import { BundleError, CheckpointContentError } from './errors.ts';
 import { buildBertOnnx, type GraphKind, type Pooling } from './onnx/bert.ts';
 import { BertTokenizer } from './tokenizer.ts';
-import { type BertWeights, loadBertWeights } from './weights.ts';
+import { type BertWeights, canonicalTensorName, loadBertWeights } from './weights.ts';
 
 /**
  * Model variants a bundle may hold:
@@ -137,7 +137,8 @@ export async function importCheckpoint(
     );
   }
   stage('read weights');
-  const checkpoint = await readCheckpointWeights(checkpointDir);
+  // Only the encoder's tensors are materialized: heads, the pooler and buffers are skipped unread.
+  const checkpoint = await readCheckpointWeights(checkpointDir, { keep: (key) => canonicalTensorName(key) !== undefined });
   stage('validate weights');
   const weights = loadBertWeights(config, checkpoint.tensors);
   const vocabSha256 = await sha256File(vocabPath);
@@ -176,7 +177,7 @@ export async function importCheckpoint(
         ...(options.source?.commit ? { commit: options.source.commit } : {}),
         weightsFile: basename(checkpoint.file),
         weightsFormat: checkpoint.format,
-        weightsSha256: await sha256File(checkpoint.file),
+        weightsSha256: checkpoint.sha256,
       },
       architecture: 'bert',
       dims: config.hidden_size,

@@ -1,7 +1,8 @@
+import { constants as bufferConstants } from 'node:buffer';
 import { readFile } from 'node:fs/promises';
 import { crc32, inflateRawSync } from 'node:zlib';
 import { CheckpointFormatError } from '../errors.ts';
-import { DTYPE_BYTES, elementCount, type RawTensor, type TensorDType } from '../tensor.ts';
+import { DTYPE_BYTES, type RawTensor, type TensorDType } from '../tensor.ts';
 
 // Reader for `torch.save` checkpoints (`pytorch_model.bin`), written here by hand.
 //
@@ -20,6 +21,16 @@ import { DTYPE_BYTES, elementCount, type RawTensor, type TensorDType } from '../
 /** The two containers that `torch.save` writes. */
 export type TorchCheckpointFormat = 'torch-zip' | 'torch-legacy';
 
+/** Options of the checkpoint readers. */
+export interface CheckpointReadOptions {
+  /**
+   * Which state-dict keys to return; default all. A tensor not kept is neither copied nor checked
+   * against its storage, and a storage that only such tensors use is never inflated or checksummed.
+   * Called once per key, in state-dict order.
+   */
+  readonly keep?: (key: string) => boolean;
+}
+
 /** A parsed torch checkpoint: its container and its tensors, in state-dict order. */
 export interface TorchCheckpoint {
   readonly format: TorchCheckpointFormat;
@@ -35,22 +46,30 @@ export interface TorchCheckpoint {
  * @throws CheckpointFormatError if the file is not a torch checkpoint, is corrupt or truncated, is
  *   big-endian, or its pickle references anything beyond a plain state dict of tensors
  */
-export async function readTorchCheckpoint(path: string): Promise<Map<string, RawTensor>> {
-  return parseTorchCheckpoint(await readFile(path), path).tensors;
+export async function readTorchCheckpoint(
+  path: string,
+  options: CheckpointReadOptions = {},
+): Promise<Map<string, RawTensor>> {
+  return parseTorchCheckpoint(await readFile(path), path, options).tensors;
 }
 
 /**
  * Parses a torch checkpoint already in memory, detecting the container by its first bytes.
  * @param file the whole file; returned tensors may be views into it
  * @param label names the file in error messages. Default `'torch checkpoint'`.
+ * @param options `keep`: which state-dict keys to return (default all)
  * @throws CheckpointFormatError as {@link readTorchCheckpoint}
  */
-export function parseTorchCheckpoint(file: Uint8Array, label = 'torch checkpoint'): TorchCheckpoint {
+export function parseTorchCheckpoint(
+  file: Uint8Array,
+  label = 'torch checkpoint',
+  options: CheckpointReadOptions = {},
+): TorchCheckpoint {
   if (file.byteLength >= 4 && readU32(file, 0) === SIG_LOCAL_HEADER) {
-    return { format: 'torch-zip', tensors: parseZipCheckpoint(file, label) };
+    return { format: 'torch-zip', tensors: parseZipCheckpoint(file, label, options.keep) };
   }
   if (file.byteLength >= 2 && file[0] === OP.PROTO) {
-    return { format: 'torch-legacy', tensors: parseLegacyCheckpoint(file, label) };
+    return { format: 'torch-legacy', tensors: parseLegacyCheckpoint(file, label, options.keep) };
   }
   if (file.byteLength >= 262 && latin1(file.subarray(257, 262)) === 'ustar') {
     throw new CheckpointFormatError(
@@ -64,16 +83,40 @@ export function parseTorchCheckpoint(file: Uint8Array, label = 'torch checkpoint
 }
 
 // ---------------------------------------------------------------------------------------------
+// Limits. A hostile file must fail with CheckpointFormatError, never exhaust memory or the stack.
+
+/** Largest tensor copied into row-major order, in bytes (contiguous tensors are views, never copied). */
+const MAX_COPY_BYTES = 4 * 1024 ** 3;
+/** Copies of non-contiguous tensors may total at most this many times the bytes of their storages. */
+const COPY_BUDGET_RATIO = 2;
+/** Deepest pickle value stack; a state-dict pickle sets items in batches of 1000 and stays shallow. */
+const MAX_STACK = 1 << 20;
+/** Deepest nesting of MARKs; torch's pickles nest a handful deep. */
+const MAX_MARK_DEPTH = 1000;
+/** Memo indices accepted, 0 to this bound: about a dozen entries per tensor. */
+const MAX_MEMO = 1 << 20;
+/** Deflate turns one bit into at most 258 bytes: no stream inflates more than 1032 times its size. */
+const DEFLATE_MAX_RATIO = 1032;
+/** An archive may inflate to this many times its own size, or to {@link MIN_INFLATE_BUDGET}. */
+const INFLATE_BUDGET_RATIO = 16;
+const MIN_INFLATE_BUDGET = 64 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
 // Storages and tensors as the pickle describes them
 
 /** A storage named by a persistent id; its bytes arrive later (legacy) or from a ZIP entry. */
 class StorageRef {
   bytes: Uint8Array | undefined;
+  /** Reads the bytes on first use (a ZIP entry, inflated and checksummed only if a kept tensor needs it). */
+  load: (() => Uint8Array) | undefined;
   constructor(
     readonly key: string,
     readonly dtype: TensorDType,
     readonly numel: number,
-    /** Legacy view_metadata: this storage is `numel` elements of `base`, from element `offset`. */
+    /**
+     * Legacy view_metadata: this storage is `numel` elements of `base`, from element `offset`. Views
+     * of views are flattened, so `base.ref` never has a base itself.
+     */
     readonly base?: { readonly ref: StorageRef; readonly offset: number },
   ) {}
 }
@@ -131,20 +174,32 @@ const STORAGE_TYPES: ReadonlyMap<string, TensorDType> = new Map(
 /** Builds the error for a malformed input; callers `throw` it so that TypeScript narrows. */
 type Fail = (message: string) => CheckpointFormatError;
 
-type Callable = (args: PyValue[], fail: Fail) => PyValue;
+/** What a callable gets from the VM besides its arguments. */
+interface CallContext {
+  readonly fail: Fail;
+  /**
+   * Accounts for `units` elements that a call copies out of its arguments. An argument can be one
+   * memoized value passed to thousands of calls, so copies are what could multiply a small pickle
+   * into a huge heap; the VM refuses a pickle whose calls copy more than it could hold itself.
+   */
+  readonly charge: (units: number, what: string) => void;
+}
 
-function rebuildTensor(args: PyValue[], fail: Fail): TensorRef {
+type Callable = (args: PyValue[], vm: CallContext) => PyValue;
+
+function rebuildTensor(args: PyValue[], { fail, charge }: CallContext): TensorRef {
   const [storage, offset, size, stride] = args;
   if (!(storage instanceof StorageRef))
     throw fail(`tensor rebuilt from ${kindOf(storage)}, a storage expected`);
   const shape = intList(size, 'tensor size', fail);
   const strides = intList(stride, 'tensor stride', fail);
+  charge(shape.length + strides.length, 'tensor size and stride');
   if (shape.length !== strides.length)
-    throw fail(`tensor size [${shape}] and stride [${strides}] differ in rank`);
+    throw fail(`tensor size ${dims(shape)} and stride ${dims(strides)} differ in rank`);
   return new TensorRef(storage, toInt(offset, 'storage offset', fail), shape, strides);
 }
 
-function passTensor(args: PyValue[], fail: Fail): TensorRef {
+function passTensor(args: PyValue[], { fail }: CallContext): TensorRef {
   const [data] = args;
   if (!(data instanceof TensorRef)) throw fail(`parameter rebuilt from ${kindOf(data)}, a tensor expected`);
   return data;
@@ -154,11 +209,12 @@ function passTensor(args: PyValue[], fail: Fail): TensorRef {
 const CALLABLES: ReadonlyMap<string, Callable> = new Map<string, Callable>([
   [
     'collections.OrderedDict',
-    (args, fail) => {
+    (args, { fail, charge }) => {
       const dict = new Map<PyValue, PyValue>();
       const [items] = args;
       if (items === undefined) return dict;
       if (!Array.isArray(items)) throw fail(`OrderedDict built from ${kindOf(items)}`);
+      charge(items.length, 'OrderedDict items');
       for (const pair of items) {
         if (!Array.isArray(pair) || pair.length !== 2)
           throw fail('OrderedDict built from something other than pairs');
@@ -174,22 +230,27 @@ const CALLABLES: ReadonlyMap<string, Callable> = new Map<string, Callable>([
   [
     // Tensor subclasses (nn.Parameter saved directly) wrap the rebuild call in this.
     'torch._tensor._rebuild_from_type_v2',
-    (args, fail) => {
+    (args, vm) => {
       const [func, , funcArgs] = args;
-      const callable = func instanceof PyGlobal ? CALLABLES.get(func.qualifiedName) : undefined;
+      // Never itself: its arguments may be a list that holds itself, which would recurse forever.
+      const callable =
+        func instanceof PyGlobal && func.qualifiedName !== 'torch._tensor._rebuild_from_type_v2'
+          ? CALLABLES.get(func.qualifiedName)
+          : undefined;
       if (!callable || !Array.isArray(funcArgs))
-        throw fail('_rebuild_from_type_v2 without a known rebuild function');
-      return callable(funcArgs, fail);
+        throw vm.fail('_rebuild_from_type_v2 without a known rebuild function');
+      return callable(funcArgs, vm);
     },
   ],
   [
     // Protocol 2 has no bytes opcode; Python 3 pickles bytes as _codecs.encode(text, 'latin1').
     '_codecs.encode',
-    (args, fail) => {
+    (args, { fail, charge }) => {
       const [text, encoding] = args;
       if (typeof text !== 'string' || (encoding !== 'latin1' && encoding !== 'latin-1')) {
         throw fail('_codecs.encode with arguments other than (str, "latin1")');
       }
+      charge(text.length, '_codecs.encode');
       return Uint8Array.from(text, (ch) => ch.charCodeAt(0) & 0xff);
     },
   ],
@@ -247,7 +308,10 @@ function storageResolver(
     const existing = storages.get(view.key);
     if (existing) return existing;
     if (view.offset + view.size > root.numel) throw fail(`storage view ${view.key} overruns storage ${key}`);
-    const ref = new StorageRef(view.key, dtype, view.size, { ref: root, offset: view.offset });
+    const base = root.base
+      ? { ref: root.base.ref, offset: root.base.offset + view.offset }
+      : { ref: root, offset: view.offset };
+    const ref = new StorageRef(view.key, dtype, view.size, base);
     storages.set(view.key, ref);
     return ref;
   };
@@ -344,6 +408,25 @@ function unpickle(
 
   const fail: Fail = (message) =>
     new CheckpointFormatError(`${label}: pickle opcode at byte ${opStart}: ${message}`);
+  // What calls may copy in all: twice what the rest of the data could spell out, plus slack.
+  const copyBudget = 2 * (data.byteLength - start) + 65_536;
+  let copied = 0;
+  const vm: CallContext = {
+    fail,
+    charge: (units, what) => {
+      copied += units;
+      if (copied > copyBudget) {
+        throw fail(
+          `${what}: the pickle's calls copy more than ${copyBudget} elements, about twice its size ` +
+            '(one large value passed to call after call?)',
+        );
+      }
+    },
+  };
+  const push = (v: PyValue): void => {
+    if (stack.length >= MAX_STACK) throw fail(`stack grows past ${MAX_STACK} entries`);
+    stack.push(v);
+  };
   const need = (n: number): number => {
     if (pos + n > data.byteLength)
       throw fail(`needs ${n} more bytes but the file ends at ${data.byteLength} (truncated?)`);
@@ -393,15 +476,26 @@ function unpickle(
     if (mark === undefined) throw fail('no MARK on the stack');
     return stack.splice(mark);
   };
-  const memoGet = (index: number): PyValue => {
-    if (!memo.has(index)) throw fail(`memo entry ${index} was never stored`);
-    return memo.get(index)!;
+  const memoIndex = (index: number | string): number => {
+    const n = typeof index === 'number' ? index : /^\d{1,8}$/.test(index) ? Number(index) : -1;
+    if (n < 0 || n >= MAX_MEMO)
+      throw fail(`memo index ${describe(index)} is out of range (0 to ${MAX_MEMO - 1})`);
+    return n;
+  };
+  const memoPut = (index: number | string): void => {
+    memo.set(memoIndex(index), top());
+  };
+  const memoGet = (index: number | string): PyValue => {
+    const n = memoIndex(index);
+    if (!memo.has(n)) throw fail(`memo entry ${n} was never stored`);
+    return memo.get(n)!;
   };
   const global = (module: string, name: string): PyGlobal => {
     const qualified = `${module}.${name}`;
     if (!CALLABLES.has(qualified) && !TYPES.has(qualified)) {
+      const shown = qualified.length > 200 ? `${qualified.slice(0, 200)}…` : qualified;
       throw fail(
-        `GLOBAL ${qualified} is not on the allowlist of a state-dict reader; refusing to load the file ` +
+        `GLOBAL ${shown} is not on the allowlist of a state-dict reader; refusing to load the file ` +
           '(a pickle can run arbitrary code through GLOBALs, so only tensors, storages and OrderedDict are accepted)',
       );
     }
@@ -412,7 +506,7 @@ function unpickle(
     if (!callable) throw fail(`${describe(target)} is not callable here`);
     if (!Array.isArray(args))
       throw fail(`arguments of ${describe(target)} are ${kindOf(args)}, a tuple expected`);
-    return callable(args, fail);
+    return callable(args, vm);
   };
   const setItems = (dict: PyValue, items: PyValue[]) => {
     if (!(dict instanceof Map)) throw fail(`SETITEM on ${kindOf(dict)}, a dict expected`);
@@ -449,6 +543,7 @@ function unpickle(
         return { value, end: pos };
       }
       case OP.MARK:
+        if (marks.length >= MAX_MARK_DEPTH) throw fail(`MARKs nested deeper than ${MAX_MARK_DEPTH}`);
         marks.push(stack.length);
         break;
       case OP.POP:
@@ -458,94 +553,94 @@ function unpickle(
         popMark();
         break;
       case OP.DUP:
-        stack.push(top());
+        push(top());
         break;
 
       case OP.NONE:
-        stack.push(null);
+        push(null);
         break;
       case OP.NEWTRUE:
-        stack.push(true);
+        push(true);
         break;
       case OP.NEWFALSE:
-        stack.push(false);
+        push(false);
         break;
       case OP.BININT:
-        stack.push(view.getInt32(need(4), true));
+        push(view.getInt32(need(4), true));
         break;
       case OP.BININT1:
-        stack.push(u8());
+        push(u8());
         break;
       case OP.BININT2:
-        stack.push(u16());
+        push(u16());
         break;
       case OP.LONG1:
-        stack.push(long(u8()));
+        push(long(u8()));
         break;
       case OP.LONG4:
-        stack.push(long(u32()));
+        push(long(u32()));
         break;
       case OP.INT: {
         // Protocol 0/1 text integer; "01"/"00" are how those protocols spell True/False.
         const s = line().trim();
-        if (s === '01' || s === '00') stack.push(s === '01');
-        else if (/^[-+]?\d+$/.test(s) && Number.isSafeInteger(Number(s))) stack.push(Number(s));
-        else throw fail(`malformed INT ${JSON.stringify(s)}`);
+        if (s === '01' || s === '00') push(s === '01');
+        else if (/^[-+]?\d+$/.test(s) && Number.isSafeInteger(Number(s))) push(Number(s));
+        else throw fail(`malformed INT ${describe(s)}`);
         break;
       }
       case OP.BINFLOAT:
-        stack.push(view.getFloat64(need(8), false));
+        push(view.getFloat64(need(8), false));
         break;
 
       case OP.BINUNICODE:
-        stack.push(text(u32()));
+        push(text(u32()));
         break;
       case OP.SHORT_BINUNICODE:
-        stack.push(text(u8()));
+        push(text(u8()));
         break;
       case OP.BINUNICODE8:
-        stack.push(text(u64()));
+        push(text(u64()));
         break;
       case OP.BINSTRING:
-        stack.push(text(u32()));
+        push(text(u32()));
         break;
       case OP.SHORT_BINSTRING:
-        stack.push(text(u8()));
+        push(text(u8()));
         break;
       case OP.BINBYTES:
-        stack.push(bytes(u32()));
+        push(bytes(u32()));
         break;
       case OP.SHORT_BINBYTES:
-        stack.push(bytes(u8()));
+        push(bytes(u8()));
         break;
       case OP.BINBYTES8:
       case OP.BYTEARRAY8:
-        stack.push(bytes(u64()));
+        push(bytes(u64()));
         break;
 
       case OP.EMPTY_TUPLE:
-        stack.push([]);
+        push([]);
         break;
       case OP.TUPLE1:
-        stack.push([pop()]);
+        push([pop()]);
         break;
       case OP.TUPLE2: {
         const b = pop();
-        stack.push([pop(), b]);
+        push([pop(), b]);
         break;
       }
       case OP.TUPLE3: {
         const c = pop();
         const b = pop();
-        stack.push([pop(), b, c]);
+        push([pop(), b, c]);
         break;
       }
       case OP.TUPLE:
       case OP.LIST:
-        stack.push(popMark());
+        push(popMark());
         break;
       case OP.EMPTY_LIST:
-        stack.push([]);
+        push([]);
         break;
       case OP.APPEND: {
         const item = pop();
@@ -558,12 +653,12 @@ function unpickle(
         break;
       }
       case OP.EMPTY_DICT:
-        stack.push(new Map());
+        push(new Map());
         break;
       case OP.DICT: {
         const dict = new Map<PyValue, PyValue>();
         setItems(dict, popMark());
-        stack.push(dict);
+        push(dict);
         break;
       }
       case OP.SETITEM: {
@@ -579,30 +674,30 @@ function unpickle(
       }
 
       case OP.BINPUT:
-        memo.set(u8(), top());
+        memoPut(u8());
         break;
       case OP.LONG_BINPUT:
-        memo.set(u32(), top());
+        memoPut(u32());
         break;
       case OP.PUT:
-        memo.set(Number.parseInt(line(), 10), top());
+        memoPut(line());
         break;
       case OP.MEMOIZE:
-        memo.set(memo.size, top());
+        memoPut(memo.size);
         break;
       case OP.BINGET:
-        stack.push(memoGet(u8()));
+        push(memoGet(u8()));
         break;
       case OP.LONG_BINGET:
-        stack.push(memoGet(u32()));
+        push(memoGet(u32()));
         break;
       case OP.GET:
-        stack.push(memoGet(Number.parseInt(line(), 10)));
+        push(memoGet(line()));
         break;
 
       case OP.GLOBAL: {
         const module = line();
-        stack.push(global(module, line()));
+        push(global(module, line()));
         break;
       }
       case OP.STACK_GLOBAL: {
@@ -610,12 +705,12 @@ function unpickle(
         const module = pop();
         if (typeof module !== 'string' || typeof name !== 'string')
           throw fail('STACK_GLOBAL without module and name strings');
-        stack.push(global(module, name));
+        push(global(module, name));
         break;
       }
       case OP.REDUCE: {
         const args = pop();
-        stack.push(call(pop(), args));
+        push(call(pop(), args));
         break;
       }
       case OP.NEWOBJ:
@@ -626,7 +721,7 @@ function unpickle(
         if (!(cls instanceof PyGlobal) || cls.qualifiedName !== 'collections.OrderedDict') {
           throw fail(`${describe(cls)}.__new__ is not supported`);
         }
-        stack.push(new Map());
+        push(new Map());
         break;
       }
       case OP.BUILD: {
@@ -640,7 +735,7 @@ function unpickle(
         break;
       }
       case OP.BINPERSID:
-        stack.push(persistentLoad(pop(), fail));
+        push(persistentLoad(pop(), fail));
         break;
 
       default: {
@@ -661,7 +756,11 @@ const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 /** `torch.serialization.PROTOCOL_VERSION`; the only version torch has written since 0.4. */
 const LEGACY_PROTOCOL = 1001;
 
-function parseLegacyCheckpoint(file: Uint8Array, label: string): Map<string, RawTensor> {
+function parseLegacyCheckpoint(
+  file: Uint8Array,
+  label: string,
+  keep: ((key: string) => boolean) | undefined,
+): Map<string, RawTensor> {
   let pos = 0;
   const noPersistentIds = (_pid: PyValue, fail: Fail): never => {
     throw fail('persistent id outside the state-dict pickle');
@@ -720,7 +819,7 @@ function parseLegacyCheckpoint(file: Uint8Array, label: string): Map<string, Raw
   for (const ref of roots) {
     if (!ref.bytes) throw new CheckpointFormatError(`${label}: storage ${ref.key} has no data in the file`);
   }
-  return materializeStateDict(root, label);
+  return materializeStateDict(root, label, storages, keep);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,8 +843,14 @@ interface ZipEntry {
   readonly localOffset: number;
 }
 
-function parseZipCheckpoint(file: Uint8Array, label: string): Map<string, RawTensor> {
+function parseZipCheckpoint(
+  file: Uint8Array,
+  label: string,
+  keep: ((key: string) => boolean) | undefined,
+): Map<string, RawTensor> {
   const entries = readZipDirectory(file, label);
+  const budget = Math.max(MIN_INFLATE_BUDGET, INFLATE_BUDGET_RATIO * file.byteLength);
+  const inflate: InflateBudget = { total: budget, left: budget };
   const pickles = [...entries.keys()].filter((name) => /^[^/]+\/data\.pkl$/.test(name));
   if (pickles.length !== 1) {
     const sample = [...entries.keys()].slice(0, 5).join(', ');
@@ -756,7 +861,7 @@ function parseZipCheckpoint(file: Uint8Array, label: string): Map<string, RawTen
   const prefix = pickles[0]!.slice(0, -'data.pkl'.length);
   const byteorder = entries.get(`${prefix}byteorder`);
   if (byteorder) {
-    const order = latin1(zipEntryData(file, byteorder, label)).trim();
+    const order = latin1(zipEntryData(file, byteorder, label, inflate)).trim();
     if (order !== 'little') {
       throw new CheckpointFormatError(
         `${label}: saved with byteorder "${order}"; only little-endian is supported`,
@@ -768,17 +873,18 @@ function parseZipCheckpoint(file: Uint8Array, label: string): Map<string, RawTen
     const entry = entries.get(`${prefix}data/${ref.key}`);
     if (!entry)
       throw new CheckpointFormatError(`${label}: storage entry ${prefix}data/${ref.key} is missing`);
-    const bytes = zipEntryData(file, entry, label);
-    if (bytes.byteLength < ref.numel * DTYPE_BYTES[ref.dtype]) {
+    // The directory's size is checked now; the data is read (inflated, checksummed) when a kept
+    // tensor first needs it, and must then be exactly that size.
+    if (entry.size < ref.numel * DTYPE_BYTES[ref.dtype]) {
       throw new CheckpointFormatError(
-        `${label}: storage ${entry.name} holds ${bytes.byteLength} bytes, ${ref.numel} ${ref.dtype} elements expected`,
+        `${label}: storage ${entry.name} holds ${entry.size} bytes, ${ref.numel} ${ref.dtype} elements expected`,
       );
     }
-    ref.bytes = bytes;
+    ref.load = () => zipEntryData(file, entry, label, inflate);
   });
-  const pickle = zipEntryData(file, entries.get(pickles[0]!)!, label);
+  const pickle = zipEntryData(file, entries.get(pickles[0]!)!, label, inflate);
   const { value } = unpickle(pickle, 0, `${label} (${pickles[0]})`, resolve);
-  return materializeStateDict(value, label);
+  return materializeStateDict(value, label, storages, keep);
 }
 
 /** Reads the central directory; ZIP64 sizes and offsets are honoured, multi-disk archives refused. */
@@ -837,6 +943,8 @@ function readZipDirectory(file: Uint8Array, label: string): Map<string, ZipEntry
     let localOffset = view.getUint32(at + 42, true);
     // A ZIP64 extra field holds, in this order, only the fields whose 32-bit slots are saturated.
     const extraEnd = at + 46 + nameLength + extraLength;
+    if (extraEnd + commentLength > directoryOffset + directorySize)
+      throw fail(`ZIP central directory entry ${i} runs past the directory`);
     for (let x = at + 46 + nameLength; x + 4 <= extraEnd; ) {
       const id = view.getUint16(x, true);
       const length = view.getUint16(x + 2, true);
@@ -870,8 +978,18 @@ function readZipDirectory(file: Uint8Array, label: string): Map<string, ZipEntry
   return entries;
 }
 
-/** An entry's bytes: a view into the archive when stored, a fresh buffer when deflated. */
-function zipEntryData(file: Uint8Array, entry: ZipEntry, label: string): Uint8Array {
+/** Bytes that the entries of one archive may still inflate to, of `total`. */
+interface InflateBudget {
+  readonly total: number;
+  left: number;
+}
+
+/**
+ * An entry's bytes: a view into the archive when stored, a fresh buffer when deflated. A deflated
+ * entry never inflates past its declared size, which must be one deflate can produce from its
+ * compressed size and must fit what is left of the archive's budget.
+ */
+function zipEntryData(file: Uint8Array, entry: ZipEntry, label: string, budget: InflateBudget): Uint8Array {
   const fail: Fail = (message) => new CheckpointFormatError(`${label}: ZIP entry ${entry.name}: ${message}`);
   const at = entry.localOffset;
   if (at + 30 > file.byteLength || readU32(file, at) !== SIG_LOCAL_HEADER)
@@ -886,12 +1004,31 @@ function zipEntryData(file: Uint8Array, entry: ZipEntry, label: string): Uint8Ar
   if (entry.method === 0) {
     data = raw;
   } else if (entry.method === 8) {
+    if (entry.size > DEFLATE_MAX_RATIO * entry.compressedSize + 1024) {
+      throw fail(
+        `declares ${entry.size} bytes from ${entry.compressedSize} compressed bytes, more than deflate can produce`,
+      );
+    }
+    if (entry.size > budget.left || entry.size > bufferConstants.MAX_LENGTH) {
+      throw fail(
+        `inflating its ${entry.size} bytes would take the archive past ${budget.total} inflated bytes, ` +
+          `${INFLATE_BUDGET_RATIO} times its size (a ZIP bomb?)`,
+      );
+    }
+    budget.left -= entry.size;
     try {
-      data = inflateRawSync(raw);
+      // A bound of at least 1 byte (the option refuses 0); any excess fails the size check below.
+      data = inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size) });
     } catch (cause) {
-      throw new CheckpointFormatError(`${label}: ZIP entry ${entry.name}: deflate data is corrupt`, {
-        cause,
-      });
+      const tooLarge = (cause as { code?: unknown } | null)?.code === 'ERR_BUFFER_TOO_LARGE';
+      throw new CheckpointFormatError(
+        `${label}: ZIP entry ${entry.name}: ${
+          tooLarge
+            ? `inflates to more than the ${entry.size} bytes its directory entry declares`
+            : 'deflate data is corrupt'
+        }`,
+        { cause },
+      );
     }
   } else {
     throw fail(`compression method ${entry.method} is not supported (only stored and deflate)`);
@@ -906,7 +1043,12 @@ function zipEntryData(file: Uint8Array, entry: ZipEntry, label: string): Uint8Ar
 // ---------------------------------------------------------------------------------------------
 // Materialization
 
-function materializeStateDict(root: PyValue, label: string): Map<string, RawTensor> {
+function materializeStateDict(
+  root: PyValue,
+  label: string,
+  storages: ReadonlyMap<string, StorageRef>,
+  keep: ((key: string) => boolean) | undefined,
+): Map<string, RawTensor> {
   let dict = root;
   // Training scripts often save {'state_dict': ..., 'epoch': ...}; HF files are the bare dict.
   if (dict instanceof Map && ![...dict.values()].some((v) => v instanceof TensorRef)) {
@@ -916,40 +1058,63 @@ function materializeStateDict(root: PyValue, label: string): Map<string, RawTens
   if (!(dict instanceof Map)) {
     throw new CheckpointFormatError(`${label}: the checkpoint holds ${kindOf(root)}, a state dict expected`);
   }
+  let storageBytesTotal = 0;
+  for (const ref of storages.values()) if (!ref.base) storageBytesTotal += ref.numel * DTYPE_BYTES[ref.dtype];
+  const copies: CopyBudget = {
+    total: COPY_BUDGET_RATIO * storageBytesTotal,
+    left: COPY_BUDGET_RATIO * storageBytesTotal,
+  };
   const tensors = new Map<string, RawTensor>();
   for (const [key, value] of dict) {
     if (typeof key !== 'string')
       throw new CheckpointFormatError(`${label}: state-dict key ${describe(key)} is not a string`);
+    if (keep && !keep(key)) continue;
     if (!(value instanceof TensorRef)) {
       throw new CheckpointFormatError(
         `${label}: state-dict entry ${key} is ${kindOf(value)}, a tensor expected`,
       );
     }
-    tensors.set(key, materialize(key, value, label));
+    tensors.set(key, materialize(key, value, label, copies));
   }
   return tensors;
 }
 
-function storageBytes(ref: StorageRef, label: string): Uint8Array {
-  if (ref.base) {
-    const size = DTYPE_BYTES[ref.dtype];
-    return storageBytes(ref.base.ref, label).subarray(
-      ref.base.offset * size,
-      (ref.base.offset + ref.numel) * size,
-    );
-  }
-  if (!ref.bytes) throw new CheckpointFormatError(`${label}: storage ${ref.key} has no data`);
-  return ref.bytes;
+/** Bytes that copies of non-contiguous tensors may still take, of `total`. */
+interface CopyBudget {
+  readonly total: number;
+  left: number;
 }
 
-/** Copies a strided view into row-major order, or returns a view when it already is row-major. */
-function materialize(name: string, t: TensorRef, label: string): RawTensor {
+function storageBytes(ref: StorageRef, label: string): Uint8Array {
+  const root = ref.base?.ref ?? ref;
+  if (!root.bytes && root.load) root.bytes = root.load();
+  if (!root.bytes) throw new CheckpointFormatError(`${label}: storage ${root.key} has no data`);
+  if (!ref.base) return root.bytes;
+  const size = DTYPE_BYTES[ref.dtype];
+  return root.bytes.subarray(ref.base.offset * size, (ref.base.offset + ref.numel) * size);
+}
+
+/**
+ * Copies a strided view into row-major order, or returns a view when it already is row-major. Every
+ * element the view reaches must lie in its storage; a copy may hold no more elements than the
+ * storage (a broadcast view larger than its data is not a saved weight), at most
+ * {@link MAX_COPY_BYTES}, and must fit what is left of the checkpoint's copy budget.
+ */
+function materialize(name: string, t: TensorRef, label: string, copies: CopyBudget): RawTensor {
   const { dtype } = t.storage;
   const size = DTYPE_BYTES[dtype];
-  const source = storageBytes(t.storage, label);
   const shape = [...t.shape];
-  const n = elementCount(shape);
+  const fail = (message: string) =>
+    new CheckpointFormatError(
+      `${label}: tensor ${name} ${dims(shape)} with stride ${dims(t.stride)} from offset ${t.offset} ${message}`,
+    );
+  // Dimensions are safe integers, but their product need not be; it is only compared, never used
+  // as a size, until it is known to fit the storage.
+  let n = 1;
+  for (const extent of shape) n *= extent;
   if (n === 0) return { dtype, shape, bytes: new Uint8Array(0) };
+  const source = storageBytes(t.storage, label);
+  const available = Math.floor(source.byteLength / size);
 
   let last = t.offset;
   let contiguous = true;
@@ -962,15 +1127,21 @@ function materialize(name: string, t: TensorRef, label: string): RawTensor {
     if (extent !== 1 && stride !== expected) contiguous = false;
     expected *= extent;
   }
-  if ((last + 1) * size > source.byteLength) {
-    throw new CheckpointFormatError(
-      `${label}: tensor ${name} [${shape}] with stride [${t.stride}] from offset ${t.offset} overruns its storage ` +
-        `of ${Math.floor(source.byteLength / size)} elements`,
-    );
-  }
+  if (last + 1 > available) throw fail(`overruns its storage of ${available} elements`);
   if (contiguous) return { dtype, shape, bytes: source.subarray(t.offset * size, (t.offset + n) * size) };
 
-  const out = new Uint8Array(n * size);
+  if (n > available) throw fail(`has more elements than its storage holds (${available})`);
+  const byteLength = n * size;
+  if (byteLength > MAX_COPY_BYTES) throw fail(`would copy ${byteLength} bytes, over ${MAX_COPY_BYTES}`);
+  if (byteLength > copies.left) {
+    throw fail(
+      `cannot be copied: the checkpoint's non-contiguous tensors would copy more than ${copies.total} bytes, ` +
+        `${COPY_BUDGET_RATIO} times the size of its storages`,
+    );
+  }
+  copies.left -= byteLength;
+
+  const out = new Uint8Array(byteLength);
   const rank = shape.length;
   const inner = shape[rank - 1]!;
   const innerStride = t.stride[rank - 1]!;
@@ -1017,8 +1188,12 @@ function toInt(v: PyValue | undefined, what: string, fail: Fail): number {
   return v;
 }
 
+/** Most dimensions a torch tensor can have. */
+const MAX_RANK = 64;
+
 function intList(v: PyValue | undefined, what: string, fail: Fail): number[] {
   if (!Array.isArray(v)) throw fail(`${what} is ${kindOf(v)}, a tuple expected`);
+  if (v.length > MAX_RANK) throw fail(`${what} has ${v.length} dimensions, over torch's ${MAX_RANK}`);
   return v.map((x) => toInt(x, what, fail));
 }
 
@@ -1034,9 +1209,26 @@ function kindOf(v: PyValue | undefined): string {
   return `a ${typeof v}`;
 }
 
-function describe(v: PyValue | undefined): string {
-  if (typeof v === 'string') return JSON.stringify(v);
+/** A short rendering of a value for error messages: bounded in depth and length, safe on cycles. */
+function describe(v: PyValue | undefined, depth = 0): string {
+  if (typeof v === 'string') {
+    return v.length > DESCRIBE_STRING ? `${JSON.stringify(v.slice(0, DESCRIBE_STRING))}…` : JSON.stringify(v);
+  }
   if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return String(v);
-  if (Array.isArray(v)) return `(${v.map(describe).join(', ')})`;
+  if (Array.isArray(v)) {
+    if (depth >= DESCRIBE_DEPTH) return v.length === 0 ? '()' : '(…)';
+    const items = v.slice(0, DESCRIBE_ITEMS).map((item) => describe(item, depth + 1));
+    if (v.length > DESCRIBE_ITEMS) items.push(`… ${v.length - DESCRIBE_ITEMS} more`);
+    return `(${items.join(', ')})`;
+  }
   return kindOf(v);
+}
+
+const DESCRIBE_DEPTH = 3;
+const DESCRIBE_ITEMS = 8;
+const DESCRIBE_STRING = 64;
+
+/** A shape or stride for error messages, at most 8 dimensions of it. */
+function dims(v: readonly number[]): string {
+  return `[${v.slice(0, 8).join(', ')}${v.length > 8 ? `, … ${v.length - 8} more` : ''}]`;
 }

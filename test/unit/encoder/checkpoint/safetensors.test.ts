@@ -128,3 +128,129 @@ describe('safetensors', () => {
     await expect(readSafetensors(cut)).rejects.toThrow(CheckpointFormatError);
   });
 });
+
+describe('safetensors header validation', () => {
+  const f32 = (shape: unknown, data_offsets: unknown) => ({ dtype: 'F32', shape, data_offsets });
+
+  it('rejects shapes with negative, fractional, non-numeric or unsafe dimensions', () => {
+    // [-1, -4] has a product of 4, which used to match the 16 bytes.
+    const cases: [unknown, [number, number]][] = [
+      [
+        [-1, -4],
+        [0, 16],
+      ],
+      [
+        [1.5, 2],
+        [0, 12],
+      ],
+      [['2'], [0, 8]],
+      [[null], [0, 0]],
+      [
+        [2 ** 53, 2],
+        [0, 16],
+      ],
+    ];
+    for (const [shape, offsets] of cases) {
+      const file = image({ w: f32(shape, offsets) }, new Uint8Array(16));
+      expect(() => parseSafetensors(file, 'x.safetensors'), JSON.stringify(shape)).toThrow(
+        CheckpointFormatError,
+      );
+      expect(() => parseSafetensors(file, 'x.safetensors'), JSON.stringify(shape)).toThrow(
+        /x\.safetensors: tensor w has shape .* not a list of non-negative integers/,
+      );
+    }
+  });
+
+  it('rejects data_offsets that are not ordered non-negative integers within the data', () => {
+    const cases: unknown[] = [
+      [8, 4], // end before begin, with a shape whose product matches the negative length
+      [0.5, 4.5],
+      ['0', '4'],
+      [-4, 0],
+      [0, 4, 8],
+    ];
+    for (const offsets of cases) {
+      const file = image({ w: f32([-1], offsets) }, new Uint8Array(16));
+      expect(() => parseSafetensors(file), JSON.stringify(offsets)).toThrow(CheckpointFormatError);
+      expect(() => parseSafetensors(file), JSON.stringify(offsets)).toThrow(
+        /tensor w has (shape|data_offsets)/,
+      );
+    }
+    for (const offsets of [
+      [8, 4],
+      [0.5, 4.5],
+      [-4, 0],
+    ]) {
+      const file = image({ w: f32([1], offsets) }, new Uint8Array(16));
+      expect(() => parseSafetensors(file), JSON.stringify(offsets)).toThrow(
+        /tensor w has data_offsets .* not two non-negative integers \[begin, end\] with begin <= end/,
+      );
+    }
+    const past = image({ w: f32([2], [16, 24]) }, new Uint8Array(16));
+    expect(() => parseSafetensors(past)).toThrow(/tensor w spans bytes \[16, 24\) of a 16-byte data area/);
+  });
+
+  it('rejects tensors whose bytes overlap', () => {
+    const overlap = image(
+      {
+        a: f32([4], [0, 16]),
+        b: f32([2], [24, 32]),
+        c: f32([2], [12, 20]),
+        empty: f32([0], [4, 4]),
+      },
+      new Uint8Array(32),
+    );
+    expect(() => parseSafetensors(overlap, 'o.safetensors')).toThrow(CheckpointFormatError);
+    expect(() => parseSafetensors(overlap, 'o.safetensors')).toThrow(
+      /o\.safetensors: tensor c \(bytes \[12, 20\)\) overlaps tensor a \(bytes \[0, 16\)\)/,
+    );
+    const same = image({ a: f32([4], [0, 16]), b: f32([4], [0, 16]) }, new Uint8Array(16));
+    expect(() => parseSafetensors(same)).toThrow(/tensor b .* overlaps tensor a/);
+    // Adjacent tensors and empty ones anywhere are fine.
+    const ok = image(
+      { a: f32([4], [0, 16]), b: f32([2], [16, 24]), e: f32([0, 3], [8, 8]) },
+      new Uint8Array(24),
+    );
+    expect([...parseSafetensors(ok).keys()]).toEqual(['a', 'b', 'e']);
+  });
+
+  it('rejects a header that is not an object of entries, and unknown dtypes named like Object members', () => {
+    for (const header of [null, [], 3, 'x']) {
+      expect(() => parseSafetensors(image(header)), JSON.stringify(header)).toThrow(
+        /header is not a JSON object/,
+      );
+    }
+    expect(() => parseSafetensors(image({ w: null }))).toThrow(/tensor w has a malformed header entry/);
+    expect(() => parseSafetensors(image({ w: [1] }))).toThrow(/tensor w has a malformed header entry/);
+    for (const dtype of ['toString', 'constructor', '__proto__']) {
+      const file = image({ w: { dtype, shape: [1], data_offsets: [0, 4] } }, new Uint8Array(4));
+      expect(() => parseSafetensors(file), dtype).toThrow(`tensor w has unsupported dtype ${dtype}`);
+    }
+  });
+
+  it('requires __metadata__, when present, to be a map of strings', () => {
+    for (const metadata of [{ format: 1 }, 'pt', ['pt'], null, { nested: { a: 'b' } }]) {
+      const file = image({ __metadata__: metadata, w: f32([1], [0, 4]) }, new Uint8Array(4));
+      expect(() => parseSafetensors(file, 'm.safetensors'), JSON.stringify(metadata)).toThrow(
+        /m\.safetensors: __metadata__ is not a map of strings/,
+      );
+    }
+    const ok = image({ __metadata__: { format: 'pt' }, w: f32([1], [0, 4]) }, new Uint8Array(4));
+    expect([...parseSafetensors(ok).keys()]).toEqual(['w']);
+  });
+
+  it('returns only the tensors kept by a key filter, still validating every entry', () => {
+    const file = image({ 'cls.bias': f32([1], [0, 4]), w: f32([2], [4, 12]) }, new Uint8Array(12));
+    const seen: string[] = [];
+    const tensors = parseSafetensors(file, 'f', {
+      keep: (key) => {
+        seen.push(key);
+        return !key.startsWith('cls.');
+      },
+    });
+    expect([...tensors.keys()]).toEqual(['w']);
+    expect(seen).toEqual(['cls.bias', 'w']);
+    const bad = image({ 'cls.bias': f32([-1], [0, -4]), w: f32([2], [4, 12]) }, new Uint8Array(12));
+    expect(() => parseSafetensors(bad, 'f', { keep: (key) => key === 'w' })).toThrow(/tensor cls\.bias/);
+  });
+});

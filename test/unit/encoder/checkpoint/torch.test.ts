@@ -210,7 +210,14 @@ function legacyFile(
  */
 function zipArchive(
   entries: [string, Uint8Array][],
-  options: { deflate?: boolean; zip64?: boolean } = {},
+  options: {
+    deflate?: boolean;
+    zip64?: boolean;
+    /** Uncompressed sizes to declare instead of the true ones, by entry name. */
+    declaredSize?: Record<string, number>;
+    /** Write 0 for every CRC-32, as a writer that skips checksums does (so corruption goes unseen). */
+    noCrc?: boolean;
+  } = {},
 ): Uint8Array {
   const parts: Uint8Array[] = [];
   const central: Uint8Array[] = [];
@@ -220,9 +227,11 @@ function zipArchive(
   for (const [name, data] of entries) {
     const body = options.deflate ? deflateRawSync(data) : data;
     const nameBytes = Buffer.from(name, 'utf8');
-    const crc = crc32(data) >>> 0;
+    const crc = options.noCrc ? 0 : crc32(data) >>> 0;
+    // The uncompressed size the headers declare; a test may make it lie.
+    const size = options.declaredSize?.[name] ?? data.length;
     const localExtra = options.zip64
-      ? bytesOf(u16le(1), u16le(16), u64le(data.length), u64le(body.length))
+      ? bytesOf(u16le(1), u16le(16), u64le(size), u64le(body.length))
       : bytesOf();
     const local = bytesOf(
       u32le(0x04034b50),
@@ -232,14 +241,14 @@ function zipArchive(
       u32le(0),
       u32le(crc),
       u32le(sat(body.length)),
-      u32le(sat(data.length)),
+      u32le(sat(size)),
       u16le(nameBytes.length),
       u16le(localExtra.length),
       nameBytes,
       localExtra,
     );
     const centralExtra = options.zip64
-      ? bytesOf(u16le(1), u16le(24), u64le(data.length), u64le(body.length), u64le(offset))
+      ? bytesOf(u16le(1), u16le(24), u64le(size), u64le(body.length), u64le(offset))
       : bytesOf();
     central.push(
       bytesOf(
@@ -251,7 +260,7 @@ function zipArchive(
         u32le(0),
         u32le(crc),
         u32le(sat(body.length)),
-        u32le(sat(data.length)),
+        u32le(sat(size)),
         u16le(nameBytes.length),
         u16le(centralExtra.length),
         u16le(0),
@@ -768,5 +777,325 @@ describe('readCheckpointWeights', () => {
     await expect(readCheckpointWeights(dir)).rejects.toThrow(
       /sharded checkpoints \(pytorch_model\.bin\.index\.json\) are not supported/,
     );
+  });
+});
+
+describe('readTorchCheckpoint on hostile files', () => {
+  const storage24 = f32Bytes(Array.from({ length: 24 }, (_, i) => i));
+  /** A stored ZIP checkpoint: one storage `0` of `numel` float32 values and the given tensors. */
+  const archiveOf = (
+    numel: number,
+    tensors: [string, Omit<TensorSpec, 'key' | 'numel'>][],
+    options: Parameters<typeof zipArchive>[1] = {},
+    data: Uint8Array = new Uint8Array(numel * 4),
+  ) =>
+    zipArchive(
+      [
+        [
+          'archive/data.pkl',
+          stateDictPickle(tensors.map(([name, s]) => [name, tensorPickle({ key: '0', numel, ...s })])),
+        ],
+        ['archive/data/0', data],
+      ],
+      options,
+    );
+  /** A legacy file whose state-dict pickle is `body` (opcodes after PROTO, before STOP). */
+  const legacyPickle = (...body: (number | number[] | Uint8Array)[]) =>
+    legacyFile(bytesOf(pk.proto, ...body, pk.stop), []);
+  const EMPTY_LIST = 0x5d;
+  const DUP = 0x32;
+  const APPEND = 0x61;
+  const NONE = 0x4e;
+  const TUPLE1 = 0x85;
+
+  it('refuses a broadcast (stride 0) view larger than its storage instead of allocating it', () => {
+    // 425 bytes that used to materialize as a 512 MB tensor.
+    const broadcast = archiveOf(1, [['big', { offset: 0, shape: [2 ** 27], stride: [0] }]]);
+    expect(broadcast.byteLength).toBeLessThan(1024);
+    expect(() => parseTorchCheckpoint(broadcast, 'bomb.bin')).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(broadcast, 'bomb.bin')).toThrow(
+      /bomb\.bin: tensor big \[134217728\] .* more elements than its storage holds \(1\)/,
+    );
+    // 2^40 elements: used to throw a RangeError from the allocation.
+    const huge = archiveOf(1, [['huge', { offset: 0, shape: [2 ** 20, 2 ** 20], stride: [0, 0] }]]);
+    expect(() => parseTorchCheckpoint(huge)).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(huge)).toThrow(/tensor huge .* more elements than its storage/);
+    // Strides that step far past the storage are refused whatever the shape.
+    const far = archiveOf(24, [['far', { offset: 0, shape: [2, 2], stride: [2 ** 30, 1] }]]);
+    expect(() => parseTorchCheckpoint(far)).toThrow(/tensor far .* overruns its storage of 24 elements/);
+  });
+
+  it('bounds the bytes copied for non-contiguous tensors by the size of the storages', () => {
+    // Each tensor is a broadcast view as large as the whole storage; together they would copy it 8 times.
+    const numel = 2 ** 14;
+    const views = Array.from({ length: 8 }, (_, i): [string, Omit<TensorSpec, 'key' | 'numel'>] => [
+      `copy${i}`,
+      { offset: 0, shape: [2, numel / 2], stride: [0, 1] },
+    ]);
+    const archive = archiveOf(numel, views);
+    expect(() => parseTorchCheckpoint(archive, 'amplify.bin')).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(archive, 'amplify.bin')).toThrow(
+      /amplify\.bin: tensor copy2 .* non-contiguous tensors would copy more than/,
+    );
+    // Two copies of the storage are fine (a transposed tie of one weight).
+    expect(parseTorchCheckpoint(archiveOf(numel, views.slice(0, 2))).tensors.size).toBe(2);
+  });
+
+  it('inflates no more than a deflated entry declares', () => {
+    const tensor: [string, Omit<TensorSpec, 'key' | 'numel'>][] = [
+      ['x', { offset: 0, shape: [24], stride: [1] }],
+    ];
+    // The entry says 96 bytes but inflates to 1 MiB.
+    const lying = archiveOf(
+      24,
+      tensor,
+      { deflate: true, declaredSize: { 'archive/data/0': 96 } },
+      new Uint8Array(1 << 20),
+    );
+    expect(() => parseTorchCheckpoint(lying)).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(lying)).toThrow(
+      /ZIP entry archive\/data\/0: inflates to more than the 96 bytes its directory entry declares/,
+    );
+    // A declared size no deflate stream of that length can produce is refused before inflating.
+    const absurd = archiveOf(24, tensor, { deflate: true, declaredSize: { 'archive/data/0': 2 ** 31 } });
+    expect(() => parseTorchCheckpoint(absurd)).toThrow(
+      /ZIP entry archive\/data\/0: declares 2147483648 bytes from \d+ compressed bytes/,
+    );
+  });
+
+  it('refuses an archive that would inflate far beyond its own size (ZIP bomb)', () => {
+    const bomb = archiveOf(
+      24,
+      [['x', { offset: 0, shape: [24], stride: [1] }]],
+      { deflate: true },
+      new Uint8Array(80 << 20),
+    );
+    expect(bomb.byteLength).toBeLessThan(200_000);
+    expect(() => parseTorchCheckpoint(bomb, 'bomb.zip')).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(bomb, 'bomb.zip')).toThrow(
+      /bomb\.zip: ZIP entry archive\/data\/0: .*ZIP bomb/,
+    );
+  });
+
+  it('reports a self-referencing list with CheckpointFormatError, not a stack overflow', () => {
+    // l = []; l.append(l); persistent_load(l)
+    const file = legacyPickle(EMPTY_LIST, DUP, APPEND, pk.binpersid);
+    expect(() => parseTorchCheckpoint(file)).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(file)).toThrow(/persistent id .* is not a storage reference/);
+  });
+
+  it('reports deeply nested tuples with CheckpointFormatError, not a stack overflow', () => {
+    const file = legacyPickle(NONE, new Array<number>(200_000).fill(TUPLE1), pk.binpersid);
+    expect(() => parseTorchCheckpoint(file)).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(file)).toThrow(/persistent id .* is not a storage reference/);
+  });
+
+  it('refuses _rebuild_from_type_v2 calling itself', () => {
+    // args = [_rebuild_from_type_v2, None, args]; _rebuild_from_type_v2(*args)
+    const rebuild = pk.global('torch._tensor', '_rebuild_from_type_v2');
+    const file = legacyPickle(
+      rebuild,
+      [EMPTY_LIST, ...rebuild, APPEND, NONE, APPEND, DUP, APPEND],
+      pk.reduce,
+    );
+    expect(() => parseTorchCheckpoint(file)).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(file)).toThrow(
+      /_rebuild_from_type_v2 without a known rebuild function/,
+    );
+  });
+
+  it('resolves long chains of legacy storage views without recursion', () => {
+    // Storage "0" of 24 elements; "v1" is a view of "0", "v2" a view of "v1", … each of all 24 elements.
+    const depth = 50_000;
+    const pid = (key: string, view: string) => [
+      ...pk.mark,
+      ...pk.str('storage'),
+      ...pk.global('torch', 'FloatStorage'),
+      ...pk.str(key),
+      ...pk.str('cpu'),
+      ...pk.int(24),
+      ...[...pk.mark, ...pk.str(view), ...pk.int(0), ...pk.int(24), ...pk.tuple],
+      ...pk.tuple,
+      ...pk.binpersid,
+      0x30, // POP
+    ];
+    const chain = Array.from({ length: depth }, (_, i) => pid(i === 0 ? '0' : `v${i}`, `v${i + 1}`)).flat();
+    const main = bytesOf(
+      pk.proto,
+      chain,
+      stateDictPickle([
+        [
+          'x',
+          tensorPickle({
+            key: `v${depth - 1}`,
+            numel: 24,
+            view: [`v${depth}`, 0, 24],
+            offset: 0,
+            shape: [24],
+            stride: [1],
+          }),
+        ],
+      ]).subarray(2),
+    );
+    const { tensors } = parseTorchCheckpoint(legacyFile(main, [['0', 24, storage24]]));
+    expect(Array.from(values(tensors.get('x')!))).toEqual(Array.from({ length: 24 }, (_, i) => i));
+  });
+
+  it('caps the pickle stack, MARK nesting and memo', () => {
+    const marks = legacyPickle(new Array<number>(100_000).fill(0x28));
+    expect(() => parseTorchCheckpoint(marks)).toThrow(/MARKs nested deeper than/);
+    const stack = legacyPickle(NONE, new Array<number>(1 << 21).fill(DUP));
+    expect(() => parseTorchCheckpoint(stack)).toThrow(/stack grows past/);
+    // LONG_BINPUT 2^31: refused as an index, before anything is stored.
+    const memo = legacyPickle(NONE, [0x72, ...u32le(2 ** 31)]);
+    expect(() => parseTorchCheckpoint(memo)).toThrow(/memo index 2147483648 is out of range/);
+    const put = legacyPickle(NONE, [0x70, ...Buffer.from('x\n')]);
+    expect(() => parseTorchCheckpoint(put)).toThrow(/memo index "x" is out of range/);
+  });
+
+  it('reports a central directory entry whose name runs past the directory', () => {
+    const archive = archiveOf(24, [['x', { offset: 0, shape: [24], stride: [1] }]], { zip64: true });
+    const central = Buffer.from(archive).indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02]));
+    const file = archive.slice();
+    file[central + 29] = 0xff; // name length 0xff00 + its real length
+    expect(() => parseTorchCheckpoint(file)).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(file)).toThrow(/ZIP central directory entry 0 runs past the directory/);
+  });
+
+  it('refuses a pickle whose calls copy one large memoized value over and over', () => {
+    const [BINPUT, BINGET, POP, TUPLE2] = [0x71, 0x68, 0x30, 0x86];
+    // items = [(0, None), …, (1999, None)]; then OrderedDict(items) 5000 times: 10M entries from 45 KB.
+    const items = [
+      EMPTY_LIST,
+      BINPUT,
+      0,
+      ...Array.from({ length: 2000 }, (_, k) => [...pk.int(k), NONE, TUPLE2, APPEND]).flat(),
+    ];
+    const dicts = legacyPickle(
+      items,
+      [TUPLE1, BINPUT, 1, POP],
+      [...pk.global('collections', 'OrderedDict'), BINPUT, 2, POP],
+      new Array(5000).fill([BINGET, 2, BINGET, 1, ...pk.reduce, POP]).flat(),
+      0x7d,
+    );
+    expect(dicts.byteLength).toBeLessThan(50_000);
+    expect(() => parseTorchCheckpoint(dicts)).toThrow(CheckpointFormatError);
+    expect(() => parseTorchCheckpoint(dicts)).toThrow(
+      /OrderedDict items: the pickle's calls copy more than \d+ elements/,
+    );
+    // The same with bytes: _codecs.encode of one 100 kB string, 1000 times.
+    const strings = legacyPickle(
+      [...pk.str('x'.repeat(100_000)), BINPUT, 0, POP],
+      [...pk.global('_codecs', 'encode'), BINPUT, 1, POP],
+      new Array(1000).fill([BINGET, 1, BINGET, 0, ...pk.str('latin1'), TUPLE2, ...pk.reduce, POP]).flat(),
+      0x7d,
+    );
+    expect(() => parseTorchCheckpoint(strings)).toThrow(/_codecs\.encode: the pickle's calls copy more than/);
+    // A tensor rank beyond torch's 64 dimensions.
+    const rank = archiveOf(24, [
+      ['r', { offset: 0, shape: new Array(65).fill(1), stride: new Array(65).fill(1) }],
+    ]);
+    expect(() => parseTorchCheckpoint(rank)).toThrow(/tensor size has 65 dimensions, over torch's 64/);
+  });
+
+  it('raises only CheckpointFormatError on corrupted files', () => {
+    // A deterministic generator (xorshift32), so that a failure reproduces.
+    let seed = 0x9e3779b9;
+    const random = () => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return (seed >>> 0) / 2 ** 32;
+    };
+    const main = stateDictPickle([
+      ['a', tensorPickle({ key: '140', numel: 24, offset: 0, shape: [2, 3, 4], stride: [12, 4, 1] })],
+      [
+        'b',
+        tensorPickle({
+          key: '140',
+          numel: 24,
+          view: ['141', 4, 8],
+          offset: 2,
+          shape: [2, 2],
+          stride: [1, 2],
+        }),
+      ],
+    ]);
+    const seeds = [
+      legacyFile(main, [['140', 24, storage24]]),
+      archiveOf(24, [['x', { offset: 0, shape: [4, 6], stride: [1, 4] }]]),
+      archiveOf(24, [['x', { offset: 0, shape: [4, 6], stride: [1, 4] }]], { zip64: true, deflate: true }),
+      archiveOf(24, [['x', { offset: 0, shape: [4, 6], stride: [1, 4] }]], { noCrc: true }),
+      archiveOf(24, [['x', { offset: 0, shape: [4, 6], stride: [1, 4] }]], { noCrc: true, deflate: true }),
+    ];
+    const trials = Number(process.env.CHECKPOINT_FUZZ_TRIALS ?? 1000);
+    for (const original of seeds) {
+      for (let trial = 0; trial < trials; trial++) {
+        const file = original.slice();
+        const flips = 1 + Math.floor(random() * 4);
+        for (let f = 0; f < flips; f++) {
+          const at = Math.floor(random() * file.length);
+          file[at] =
+            random() < 0.5 ? Math.floor(random() * 256) : file[at]! ^ (1 << Math.floor(random() * 8));
+        }
+        try {
+          parseTorchCheckpoint(file);
+        } catch (error) {
+          if (!(error instanceof CheckpointFormatError)) {
+            throw new Error(`trial ${trial}: ${String(error)} for ${Buffer.from(file).toString('hex')}`);
+          }
+        }
+      }
+      for (let length = 0; length < original.length; length++) {
+        expect(() => parseTorchCheckpoint(original.subarray(0, length))).toThrow(CheckpointFormatError);
+      }
+    }
+  });
+});
+
+describe('readTorchCheckpoint with a key filter', () => {
+  const notHeads = (key: string) => !key.startsWith('cls.');
+
+  it('returns only the tensors kept, in order', async () => {
+    const all = await readTorchCheckpoint(ZIP_BIN);
+    const kept = await readTorchCheckpoint(ZIP_BIN, { keep: notHeads });
+    expect([...kept.keys()]).toEqual([...all.keys()].filter(notHeads));
+    expect([...kept.keys()].length).toBeLessThan(all.size);
+    const { format, tensors } = parseTorchCheckpoint(await readFile(LEGACY_BIN), LEGACY_BIN, {
+      keep: (key) => key.startsWith('embeddings.'),
+    });
+    expect(format).toBe('torch-legacy');
+    expect([...tensors.keys()].every((k) => k.startsWith('embeddings.'))).toBe(true);
+    expect(tensors.size).toBeGreaterThan(0);
+  });
+
+  it('does not materialize, bounds-check or load the storage of tensors not kept', () => {
+    const good = f32Bytes(Array.from({ length: 24 }, (_, i) => i));
+    const bad = new Uint8Array(8);
+    const pickle = stateDictPickle([
+      ['cls.overrun', tensorPickle({ key: '0', numel: 24, offset: 20, shape: [5], stride: [1] })],
+      ['cls.corrupt', tensorPickle({ key: '1', numel: 2, offset: 0, shape: [2], stride: [1] })],
+      ['w', tensorPickle({ key: '0', numel: 24, offset: 0, shape: [6, 4], stride: [1, 6] })],
+    ]);
+    const archive = zipArchive([
+      ['archive/data.pkl', pickle],
+      ['archive/data/0', good],
+      ['archive/data/1', bad],
+    ]);
+    // Corrupt storage 1 (only cls.corrupt uses it): its CRC no longer matches.
+    const corrupt = archive.slice();
+    const at = Buffer.from(corrupt).indexOf(Buffer.from('archive/data/1')) + 'archive/data/1'.length;
+    corrupt[at]! ^= 0xff;
+    expect(() => parseTorchCheckpoint(corrupt)).toThrow(CheckpointFormatError);
+    const seen: string[] = [];
+    const { tensors } = parseTorchCheckpoint(corrupt, 'filtered', {
+      keep: (key) => {
+        seen.push(key);
+        return notHeads(key);
+      },
+    });
+    expect(seen).toEqual(['cls.overrun', 'cls.corrupt', 'w']);
+    expect([...tensors.keys()]).toEqual(['w']);
+    expect(tensors.get('w')!.shape).toEqual([6, 4]);
   });
 });
