@@ -138,7 +138,9 @@ export async function importCheckpoint(
   }
   stage('read weights');
   // Only the encoder's tensors are materialized: heads, the pooler and buffers are skipped unread.
-  const checkpoint = await readCheckpointWeights(checkpointDir, { keep: (key) => canonicalTensorName(key) !== undefined });
+  const checkpoint = await readCheckpointWeights(checkpointDir, {
+    keep: (key) => canonicalTensorName(key) !== undefined,
+  });
   stage('validate weights');
   const weights = loadBertWeights(config, checkpoint.tensors);
   const vocabSha256 = await sha256File(vocabPath);
