@@ -18,6 +18,7 @@ import {
 } from '@cohort/encoder';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createStderrLogger } from './log.ts';
+import { registerNotesCommands } from './notes.ts';
 import { createDownloadProgress } from './progress.ts';
 
 const program = new Command('cohort')
@@ -249,6 +250,8 @@ program
       }
     },
   );
+
+registerNotesCommands(program, logger);
 
 try {
   await program.parseAsync(process.argv);

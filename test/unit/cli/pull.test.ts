@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRandomBertCheckpoint } from '../../../layers/encoder/src/fixture.ts';
@@ -122,6 +122,50 @@ describe('cohort model pull', () => {
       expect(fake.seen.some((s) => s.path.startsWith('/api/'))).toBe(true);
       expect(fake.seen.filter((s) => s.path.includes('/resolve/'))).toEqual([]);
       expect(fake.fileRequests()).toEqual([]);
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
+    'leaves a bundle of the same commit and settings as it is, and replaces it only with --force',
+    async () => {
+      const out = join(root, 'bundle-2');
+      const env = { HF_ENDPOINT: fake.hubUrl, COHORT_CACHE_DIR: cacheDir };
+      const before = await readFile(join(out, 'model.json'), 'utf8');
+      const again = await cohortPull(env, '--out', out, '--variants', 'int8');
+      expect(again.code, again.stderr).toBe(0);
+      expect(JSON.parse(again.stdout)).toMatchObject({ bundle: out, variants: ['int8'] });
+      expect(await readFile(join(out, 'model.json'), 'utf8')).toBe(before);
+
+      const other = await cohortPull(env, '--out', out, '--variants', 'fp32');
+      expect(other.code).not.toBe(0);
+      expect(other.stderr).toMatch(/holds another bundle .* --force/);
+      expect(other.stdout).toBe('');
+
+      const forced = await cohortPull(env, '--out', out, '--variants', 'fp32', '--force');
+      expect(forced.code, forced.stderr).toBe(0);
+      expect(JSON.parse(forced.stdout)).toMatchObject({ variants: ['fp32'] });
+    },
+    TIMEOUT_MS,
+  );
+
+  it(
+    'refuses a destination of other files before downloading anything',
+    async () => {
+      fake.reset();
+      const out = join(root, 'not-a-bundle');
+      await mkdir(out, { recursive: true });
+      await writeFile(join(out, 'notes.txt'), 'keep me');
+      const result = await cohortPull(
+        { HF_ENDPOINT: fake.hubUrl, COHORT_CACHE_DIR: cacheDir },
+        '--out',
+        out,
+        '--force',
+      );
+      expect(result.code).not.toBe(0);
+      expect(result.stderr).toMatch(/holds files but no model bundle/);
+      expect(fake.seen).toEqual([]);
+      expect(await readFile(join(out, 'notes.txt'), 'utf8')).toBe('keep me');
     },
     TIMEOUT_MS,
   );

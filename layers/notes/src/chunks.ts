@@ -1,0 +1,178 @@
+import { BERT_BASE_CASED_VOCAB, BertTokenizer } from '@cohort/encoder';
+import { findAssertionScopes } from './context.ts';
+import { NotesConfigError } from './errors.ts';
+import { splitSections } from './sections.ts';
+import { splitSentences } from './sentences.ts';
+import type { AssertionScope, Chunk, NoteRecord, Section, SectionCategory, Sentence } from './types.ts';
+
+/** Options of {@link NoteChunker.create}. */
+export interface ChunkerOptions {
+  /**
+   * Tokenizer that counts tokens. Default: the ClinicalBERT vocabulary shipped with the encoder
+   * (bert-base-cased), cased. Pass the model bundle's tokenizer to count exactly as it embeds.
+   */
+  readonly tokenizer?: BertTokenizer;
+  /** Most WordPiece tokens per chunk, [CLS] and [SEP] included. Default 128 (ClinicalBERT's pretraining length). */
+  readonly maxTokens?: number;
+  /** Tokens shared by consecutive pieces of a sentence too long for one chunk. Default 16. */
+  readonly overlapTokens?: number;
+}
+
+/** A sentence with the section it belongs to. */
+export interface SectionedSentence extends Sentence {
+  readonly section: SectionCategory;
+  /** Index of its section in {@link PreparedNote.sections}. */
+  readonly sectionIndex: number;
+}
+
+/** A note split for embedding: its sections, sentences and chunks. */
+export interface PreparedNote {
+  readonly note: NoteRecord;
+  readonly sections: Section[];
+  readonly sentences: SectionedSentence[];
+  readonly chunks: Chunk[];
+}
+
+// [CLS] and [SEP] around every chunk.
+const SPECIAL_TOKENS = 2;
+
+/**
+ * Splits notes into chunks for embedding: sections, then sentences, then consecutive sentences of
+ * one section packed into chunks of at most `maxTokens` WordPiece tokens, never across a section
+ * boundary. A sentence longer than that is cut on token boundaries into overlapping pieces. Every
+ * chunk keeps character offsets into the note (`note.text.slice(chunk.start, chunk.end)` is its
+ * text) and the assertion scopes (negated, hypothetical, historical, family) that overlap it.
+ */
+export class NoteChunker {
+  private constructor(
+    private readonly tokenizer: BertTokenizer,
+    /** Most tokens per chunk, special tokens included. */
+    readonly maxTokens: number,
+    /** Overlap between pieces of a long sentence. */
+    readonly overlapTokens: number,
+  ) {}
+
+  /** Creates a chunker. @throws NotesConfigError for sizes that cannot work */
+  static async create(options: ChunkerOptions = {}): Promise<NoteChunker> {
+    const maxTokens = options.maxTokens ?? 128;
+    const overlapTokens = options.overlapTokens ?? 16;
+    if (!Number.isInteger(maxTokens) || maxTokens < SPECIAL_TOKENS + 2) {
+      throw new NotesConfigError(
+        `maxTokens must be an integer of at least ${SPECIAL_TOKENS + 2}, got ${maxTokens}`,
+      );
+    }
+    if (
+      !Number.isInteger(overlapTokens) ||
+      overlapTokens < 0 ||
+      overlapTokens >= (maxTokens - SPECIAL_TOKENS) / 2
+    ) {
+      throw new NotesConfigError(
+        `overlapTokens must be an integer from 0 to under half of maxTokens - 2, got ${overlapTokens}`,
+      );
+    }
+    const tokenizer = options.tokenizer ?? (await BertTokenizer.fromVocab(BERT_BASE_CASED_VOCAB));
+    return new NoteChunker(tokenizer, maxTokens, overlapTokens);
+  }
+
+  /** Splits one note. Sentences are tokenized in one batch per note. */
+  async prepare(note: NoteRecord): Promise<PreparedNote> {
+    const { text } = note;
+    const sections = splitSections(text);
+    const sentences: SectionedSentence[] = [];
+    sections.forEach((section, sectionIndex) => {
+      for (const s of splitSentences(text, section.bodyStart, section.end)) {
+        sentences.push({ ...s, section: section.category, sectionIndex });
+      }
+    });
+    const tokenized = await this.tokenizer.encodeBatch(sentences.map((s) => text.slice(s.start, s.end)));
+    const budget = this.maxTokens - SPECIAL_TOKENS;
+    const chunks: Chunk[] = [];
+    let open:
+      | {
+          sectionIndex: number;
+          section: SectionCategory;
+          start: number;
+          end: number;
+          tokens: number;
+          sentences: number[];
+        }
+      | undefined;
+    const close = (): void => {
+      if (!open) return;
+      chunks.push(
+        this.makeChunk(note, open.section, open.start, open.end, open.tokens, open.sentences, sentences, []),
+      );
+      open = undefined;
+    };
+    sentences.forEach((sentence, i) => {
+      const t = tokenized[i]!;
+      const count = t.ids.length - SPECIAL_TOKENS;
+      if (count === 0) return;
+      // Never across a section boundary, even between two sections of the same category.
+      if (open && (open.sectionIndex !== sentence.sectionIndex || open.tokens + count > budget)) close();
+      if (count > budget) {
+        // Token offsets are relative to the sentence; pieces overlap so that no phrase loses its context.
+        const offsets = t.offsets.slice(1, -1);
+        const stride = budget - this.overlapTokens;
+        for (let first = 0; first < count; first += stride) {
+          const last = Math.min(first + budget, count) - 1;
+          const start = sentence.start + offsets[first]![0];
+          const end = sentence.start + offsets[last]![1];
+          chunks.push(
+            this.makeChunk(note, sentence.section, start, end, last - first + 1, [i], sentences, [
+              'split-sentence',
+            ]),
+          );
+          if (last === count - 1) break;
+        }
+        return;
+      }
+      if (!open) {
+        open = {
+          sectionIndex: sentence.sectionIndex,
+          section: sentence.section,
+          start: sentence.start,
+          end: sentence.end,
+          tokens: 0,
+          sentences: [],
+        };
+      }
+      open.end = sentence.end;
+      open.tokens += count;
+      open.sentences.push(i);
+    });
+    close();
+    return { note, sections, sentences, chunks };
+  }
+
+  private makeChunk(
+    note: NoteRecord,
+    section: SectionCategory,
+    start: number,
+    end: number,
+    tokens: number,
+    sentenceIndices: readonly number[],
+    sentences: readonly SectionedSentence[],
+    flags: string[],
+  ): Chunk {
+    const assertions: AssertionScope[] = [];
+    for (const i of sentenceIndices) {
+      const s = sentences[i]!;
+      for (const scope of findAssertionScopes(note.text, s.start, s.end, { section })) {
+        const clippedStart = Math.max(scope.start, start);
+        const clippedEnd = Math.min(scope.end, end);
+        if (clippedStart < clippedEnd) assertions.push({ ...scope, start: clippedStart, end: clippedEnd });
+      }
+    }
+    return {
+      noteId: note.noteId,
+      patientId: note.patientId,
+      section,
+      start,
+      end,
+      tokens: tokens + SPECIAL_TOKENS,
+      assertions,
+      flags,
+    };
+  }
+}
