@@ -1,31 +1,13 @@
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jsonLines, runCohort } from '../../helpers/cli.ts';
 import { tempDir } from '../../helpers/encoder.ts';
 
-const BIN = new URL('../../../cli/bin/cohort.mjs', import.meta.url).pathname;
-const run = promisify(execFile);
+const cohort = (...args: string[]) => runCohort(args);
 
-/** Runs the CLI as a user would; resolves with exit code and both streams instead of throwing. */
-async function cohort(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
-      env: { ...process.env, COHORT_LOG_LEVEL: process.env['COHORT_TEST_LOG_LEVEL'] ?? 'warn' },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
-
-const lines = (s: string) =>
-  s
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l));
+// biome-ignore lint/suspicious/noExplicitAny: test rows are free-form JSON
+const lines = (s: string): any[] => jsonLines(s);
 
 let root: string;
 let cleanup: () => Promise<void>;
@@ -137,16 +119,15 @@ describe('cohort CLI', () => {
   });
 
   it('says on stderr which execution provider and variant auto chose, keeping stdout to JSON', async () => {
-    process.env['COHORT_TEST_LOG_LEVEL'] = 'info';
-    try {
-      const out = await cohort('embed', '--model', bundle, 'atrial fibrillation');
+    {
+      const out = await runCohort(['embed', '--model', bundle, 'atrial fibrillation'], {
+        COHORT_LOG_LEVEL: 'info',
+      });
       expect(out.code).toBe(0);
       expect(out.stderr).toMatch(/execution provider chosen \{"provider":"(cpu|cuda|webgpu)"/);
       expect(out.stderr).toMatch(/encoder loaded .*"variant":"(int8|fp16|fp32)"/);
       expect(out.stderr).not.toContain('atrial');
       expect(lines(out.stdout)).toHaveLength(1);
-    } finally {
-      delete process.env['COHORT_TEST_LOG_LEVEL'];
     }
   });
 

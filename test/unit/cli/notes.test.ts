@@ -1,32 +1,12 @@
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { jsonLines, runCohort } from '../../helpers/cli.ts';
 import { tempDir } from '../../helpers/encoder.ts';
 
-const BIN = fileURLToPath(new URL('../../../cli/bin/cohort.mjs', import.meta.url));
 const FORMATS = fileURLToPath(new URL('../../fixtures/notes-formats/', import.meta.url));
-const run = promisify(execFile);
-
-async function cohort(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], {
-      env: { ...process.env, COHORT_LOG_LEVEL: 'warn' },
-    });
-    return { code: 0, stdout, stderr };
-  } catch (e) {
-    const err = e as { code: number; stdout: string; stderr: string };
-    return { code: err.code, stdout: err.stdout, stderr: err.stderr };
-  }
-}
-
-const jsonLines = (s: string) =>
-  s
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+const cohort = (...args: string[]) => runCohort(args);
 
 let root: string;
 let cleanup: () => Promise<void>;

@@ -8,6 +8,7 @@ import {
   readNotesFromFile,
 } from '../../../../layers/notes/src/readers/index.ts';
 import type { NoteRecord, QuarantinedRecord, ReadItem } from '../../../../layers/notes/src/types.ts';
+import { collectorWithPieces } from '../../../helpers/notes.ts';
 
 const FIXTURES = join(import.meta.dirname, '../../../fixtures/notes-formats');
 const MIMIC3 = join(FIXTURES, 'NOTEEVENTS.csv');
@@ -15,16 +16,7 @@ const MIMIC4 = join(FIXTURES, 'discharge.csv');
 const M3_HEADER =
   'ROW_ID,SUBJECT_ID,HADM_ID,CHARTDATE,CHARTTIME,STORETIME,CATEGORY,DESCRIPTION,CGID,ISERROR,TEXT';
 
-async function* chunked(data: Buffer, size = 7): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
-}
-
-async function collect(key: string, data: Buffer | string, options?: ReadOptions): Promise<ReadItem[]> {
-  const items: ReadItem[] = [];
-  const body = chunked(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
-  for await (const item of readNotes({ body, key }, options)) items.push(item);
-  return items;
-}
+const collect = collectorWithPieces(7);
 
 async function collectFile(path: string, options?: ReadOptions): Promise<ReadItem[]> {
   const items: ReadItem[] = [];

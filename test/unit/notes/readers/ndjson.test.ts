@@ -2,31 +2,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import {
-  type ReadOptions,
-  readNotes,
-  readNotesFromFile,
-} from '../../../../layers/notes/src/readers/index.ts';
+import { readNotes, readNotesFromFile } from '../../../../layers/notes/src/readers/index.ts';
 import type { NoteRecord, QuarantinedRecord, ReadItem } from '../../../../layers/notes/src/types.ts';
+import { collectorWithPieces, drain } from '../../../helpers/notes.ts';
 
 const FIXTURES = join(import.meta.dirname, '../../../fixtures/notes-formats');
 const FHIR = join(FIXTURES, 'DocumentReference.ndjson');
 const JSONL = join(FIXTURES, 'notes.jsonl');
 
-async function* chunked(data: Buffer, size = 11): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
-}
-
-async function drain(items: AsyncIterable<ReadItem>): Promise<ReadItem[]> {
-  const out: ReadItem[] = [];
-  for await (const item of items) out.push(item);
-  return out;
-}
-
-const collect = (key: string, data: Buffer | string, options?: ReadOptions) =>
-  drain(
-    readNotes({ body: chunked(typeof data === 'string' ? Buffer.from(data, 'utf8') : data), key }, options),
-  );
+const collect = collectorWithPieces(11);
 
 const notes = (items: readonly ReadItem[]): NoteRecord[] =>
   items.flatMap((i) => (i.kind === 'note' ? [i.note] : []));

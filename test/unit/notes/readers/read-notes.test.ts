@@ -5,30 +5,14 @@ import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { NotesConfigError } from '../../../../layers/notes/src/errors.ts';
-import {
-  type ReadOptions,
-  readNotes,
-  readNotesFromFile,
-} from '../../../../layers/notes/src/readers/index.ts';
+import { readNotes, readNotesFromFile } from '../../../../layers/notes/src/readers/index.ts';
 import type { ReadItem } from '../../../../layers/notes/src/types.ts';
+import { chunked, collectorWithPieces, drain } from '../../../helpers/notes.ts';
 
 const FIXTURES = join(import.meta.dirname, '../../../fixtures/notes-formats');
 const MIMIC3 = join(FIXTURES, 'NOTEEVENTS.csv');
 
-async function* chunked(data: Uint8Array, size = 1000): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
-}
-
-async function drain(items: AsyncIterable<ReadItem>): Promise<ReadItem[]> {
-  const out: ReadItem[] = [];
-  for await (const item of items) out.push(item);
-  return out;
-}
-
-const collect = (key: string, data: Buffer | string, options?: ReadOptions) =>
-  drain(
-    readNotes({ body: chunked(typeof data === 'string' ? Buffer.from(data, 'utf8') : data), key }, options),
-  );
+const collect = collectorWithPieces(1000);
 
 const reasons = (items: readonly ReadItem[]) =>
   items.flatMap((i) => (i.kind === 'quarantined' ? [i.quarantined.reason] : []));
@@ -152,7 +136,7 @@ describe('readNotes: the body', () => {
 
   it('carries bucket, version and etag into every source', async () => {
     const input = {
-      body: chunked(readFileSync(MIMIC3)),
+      body: chunked(readFileSync(MIMIC3), 1000),
       key: 'k.csv',
       bucket: 'b',
       versionId: 'v1',
@@ -214,7 +198,7 @@ describe('readNotes: the body', () => {
 
 describe('readNotes: options', () => {
   it('refuses an unknown format, a bad limit or a bad UTF-8 policy at once', () => {
-    const body = chunked(Buffer.from(''));
+    const body = chunked(Buffer.from(''), 1000);
     expect(() => readNotes({ body, key: 'a' }, { format: 'pdf' as never })).toThrow(NotesConfigError);
     expect(() => readNotes({ body, key: 'a' }, { limits: { maxNoteBytes: 0 } })).toThrow(NotesConfigError);
     expect(() => readNotes({ body, key: 'a' }, { limits: { maxLineBytes: 1.5 } })).toThrow(NotesConfigError);

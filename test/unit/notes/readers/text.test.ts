@@ -9,21 +9,12 @@ import {
   readNotesFromFile,
 } from '../../../../layers/notes/src/readers/index.ts';
 import type { ReadItem } from '../../../../layers/notes/src/types.ts';
+import { chunked, drain } from '../../../helpers/notes.ts';
 
 const FIXTURE = join(
   import.meta.dirname,
   '../../../fixtures/notes-formats/patients/p-77/notes/vasc-followup-1.txt',
 );
-
-async function* chunked(data: Buffer, size = 64): AsyncGenerator<Uint8Array> {
-  for (let i = 0; i < data.length; i += size) yield data.subarray(i, i + size);
-}
-
-async function drain(items: AsyncIterable<ReadItem>): Promise<ReadItem[]> {
-  const out: ReadItem[] = [];
-  for await (const item of items) out.push(item);
-  return out;
-}
 
 function read(
   key: string,
@@ -31,7 +22,7 @@ function read(
   extra: Omit<NoteInput, 'body' | 'key'> = {},
   options?: ReadOptions,
 ): Promise<ReadItem[]> {
-  const body = chunked(typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+  const body = chunked(typeof data === 'string' ? Buffer.from(data, 'utf8') : data, 64);
   return drain(readNotes({ body, key, ...extra }, options));
 }
 
