@@ -1,12 +1,12 @@
 import { readdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
-  BertTokenizer,
   defaultCacheDir,
   Encoder,
   EncoderError,
   type ImportOptions,
   importCheckpoint,
+  loadBundleTokenizer,
   type ModelInfo,
   type Provider,
   pullCheckpoint,
@@ -194,10 +194,7 @@ program
   .requiredOption('--model <bundle>', 'bundle directory')
   .argument('<text...>', 'texts')
   .action(async (texts: string[], opts: { model: string }) => {
-    const info = await readBundleInfo(opts.model);
-    const tokenizer = await BertTokenizer.fromVocab(join(opts.model, info.tokenizer.vocabFile), {
-      lowercase: info.lowercase,
-    });
+    const tokenizer = await loadBundleTokenizer(opts.model);
     for (const t of await tokenizer.encodeBatch(texts))
       print({ ids: t.ids, tokens: t.tokens, offsets: t.offsets });
   });

@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { BertTokenizer, type EncoderLogger, readBundleInfo } from '@cohort/encoder';
+import { type EncoderLogger, loadBundleTokenizer } from '@cohort/encoder';
 import {
   classifyCondition,
   NoteChunker,
@@ -48,13 +47,7 @@ export function registerNotesCommands(program: Command, logger: () => EncoderLog
         opts: { format?: NoteFormat; json: boolean; model?: string; maxTokens: number },
       ) => {
         const log = logger();
-        let tokenizer: BertTokenizer | undefined;
-        if (opts.model) {
-          const info = await readBundleInfo(opts.model);
-          tokenizer = await BertTokenizer.fromVocab(join(opts.model, info.tokenizer.vocabFile), {
-            lowercase: info.lowercase,
-          });
-        }
+        const tokenizer = opts.model ? await loadBundleTokenizer(opts.model) : undefined;
         const chunker = await NoteChunker.create({ tokenizer, maxTokens: opts.maxTokens });
         let notesRead = 0;
         let quarantined = 0;
@@ -118,7 +111,7 @@ export function noteJson({ note, sections, sentences, chunks }: PreparedNote) {
       bodyStart: s.bodyStart,
       end: s.end,
     })),
-    sentences: sentences.length,
+    sentences: sentences.map((s) => ({ section: s.section, start: s.start, end: s.end })),
     chunks: chunks.map((c) => ({
       section: c.section,
       start: c.start,
@@ -134,8 +127,11 @@ function noteText({ note, sections, sentences, chunks }: PreparedNote): string {
   const lines = [
     `note ${note.noteId} patient ${note.patientId}${note.noteType ? ` (${note.noteType})` : ''}: ${note.text.length} chars, ${sections.length} sections, ${sentences.length} sentences, ${chunks.length} chunks`,
   ];
-  for (const s of sections)
+  sections.forEach((s, index) => {
     lines.push(`  section ${s.category} [${s.start}, ${s.end})${s.title ? ` "${s.title.trim()}"` : ''}`);
+    for (const t of sentences.filter((t) => t.sectionIndex === index))
+      lines.push(`    sentence [${t.start}, ${t.end})`);
+  });
   for (const c of chunks) {
     const preview = note.text.slice(c.start, c.end).replace(/\s+/g, ' ');
     lines.push(

@@ -243,6 +243,24 @@ export async function readBundleInfo(bundleDir: string): Promise<ModelInfo> {
   return info;
 }
 
+/**
+ * The tokenizer of a bundle, configured as `model.json` says (lowercase or cased). The vocabulary
+ * is part of the embedding space but small (about 200 KB), so its sha256 is checked every time.
+ * @param info the bundle's model.json when already read. Default: read it.
+ * @throws BundleError when the vocabulary differs from the one the bundle was built with
+ */
+export async function loadBundleTokenizer(bundleDir: string, info?: ModelInfo): Promise<BertTokenizer> {
+  const model = info ?? (await readBundleInfo(bundleDir));
+  const vocabPath = join(bundleDir, model.tokenizer.vocabFile);
+  const vocabSha256 = await sha256File(vocabPath);
+  if (vocabSha256 !== model.tokenizer.vocabSha256) {
+    throw new BundleError(
+      `${vocabPath}: sha256 ${vocabSha256}, model.json records ${model.tokenizer.vocabSha256}`,
+    );
+  }
+  return BertTokenizer.fromVocab(vocabPath, { lowercase: model.lowercase });
+}
+
 /** Hashes every file of a bundle and compares with `model.json`. @throws BundleError on the first mismatch */
 export async function verifyBundle(bundleDir: string): Promise<ModelInfo> {
   const info = await readBundleInfo(bundleDir);

@@ -1,12 +1,12 @@
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { padBatch, planBatches } from './batching.ts';
-import { type ModelInfo, readBundleInfo, sha256File, type Variant } from './bundle.ts';
+import { loadBundleTokenizer, type ModelInfo, readBundleInfo, type Variant } from './bundle.ts';
 import { BundleError, SequenceTooLongError } from './errors.ts';
 import { type EncoderLogger, getDefaultLogger } from './logger.ts';
 import { ONNX_IO } from './onnx/bert.ts';
 import { createSession, type Provider, type ResolvedProvider } from './session.ts';
-import { BertTokenizer, type TokenizedText } from './tokenizer.ts';
+import type { BertTokenizer, TokenizedText } from './tokenizer.ts';
 
 /** Options of {@link Encoder.load}. */
 export interface EncoderOptions {
@@ -90,17 +90,7 @@ export class Encoder {
   static async load(bundleDir: string, options: EncoderOptions = {}): Promise<Encoder> {
     const logger = options.logger ?? getDefaultLogger();
     const info = await readBundleInfo(bundleDir);
-    // The vocabulary is part of the embedding space but small (about 200 KB): check it every time.
-    const vocabPath = join(bundleDir, info.tokenizer.vocabFile);
-    const vocabSha256 = await sha256File(vocabPath);
-    if (vocabSha256 !== info.tokenizer.vocabSha256) {
-      throw new BundleError(
-        `${vocabPath}: sha256 ${vocabSha256}, model.json records ${info.tokenizer.vocabSha256}`,
-      );
-    }
-    const tokenizer = await BertTokenizer.fromVocab(vocabPath, {
-      lowercase: info.lowercase,
-    });
+    const tokenizer = await loadBundleTokenizer(bundleDir, info);
     const asked = options.variant ?? 'auto';
     if (asked !== 'auto' && !info.variants[asked]) {
       throw new BundleError(

@@ -1,7 +1,7 @@
 import { BERT_BASE_CASED_VOCAB, BertTokenizer } from '@cohort/encoder';
 import { findAssertionScopes } from './context.ts';
 import { NotesConfigError } from './errors.ts';
-import { splitSections } from './sections.ts';
+import { type SectionOptions, splitSections } from './sections.ts';
 import { splitSentences } from './sentences.ts';
 import type { AssertionScope, Chunk, NoteRecord, Section, SectionCategory, Sentence } from './types.ts';
 
@@ -16,6 +16,8 @@ export interface ChunkerOptions {
   readonly maxTokens?: number;
   /** Tokens shared by consecutive pieces of a sentence too long for one chunk. Default 16. */
   readonly overlapTokens?: number;
+  /** Section header rules (extra or overriding header phrases). Default: the shipped rules. */
+  readonly sections?: SectionOptions;
 }
 
 /** A sentence with the section it belongs to. */
@@ -50,6 +52,7 @@ export class NoteChunker {
     readonly maxTokens: number,
     /** Overlap between pieces of a long sentence. */
     readonly overlapTokens: number,
+    private readonly sectionOptions: SectionOptions | undefined,
   ) {}
 
   /** Creates a chunker. @throws NotesConfigError for sizes that cannot work */
@@ -71,13 +74,13 @@ export class NoteChunker {
       );
     }
     const tokenizer = options.tokenizer ?? (await BertTokenizer.fromVocab(BERT_BASE_CASED_VOCAB));
-    return new NoteChunker(tokenizer, maxTokens, overlapTokens);
+    return new NoteChunker(tokenizer, maxTokens, overlapTokens, options.sections);
   }
 
   /** Splits one note. Sentences are tokenized in one batch per note. */
   async prepare(note: NoteRecord): Promise<PreparedNote> {
     const { text } = note;
-    const sections = splitSections(text);
+    const sections = splitSections(text, this.sectionOptions);
     const sentences: SectionedSentence[] = [];
     sections.forEach((section, sectionIndex) => {
       for (const s of splitSentences(text, section.bodyStart, section.end)) {
@@ -87,6 +90,8 @@ export class NoteChunker {
     const tokenized = await this.tokenizer.encodeBatch(sentences.map((s) => text.slice(s.start, s.end)));
     const budget = this.maxTokens - SPECIAL_TOKENS;
     const chunks: Chunk[] = [];
+    // Scopes are found once per sentence and clipped to each chunk that holds part of it.
+    const scopes = sentences.map((s) => findAssertionScopes(text, s.start, s.end, { section: s.section }));
     let open:
       | {
           sectionIndex: number;
@@ -100,7 +105,7 @@ export class NoteChunker {
     const close = (): void => {
       if (!open) return;
       chunks.push(
-        this.makeChunk(note, open.section, open.start, open.end, open.tokens, open.sentences, sentences, []),
+        this.makeChunk(note, open.section, open.start, open.end, open.tokens, open.sentences, scopes, []),
       );
       open = undefined;
     };
@@ -111,19 +116,17 @@ export class NoteChunker {
       // Never across a section boundary, even between two sections of the same category.
       if (open && (open.sectionIndex !== sentence.sectionIndex || open.tokens + count > budget)) close();
       if (count > budget) {
-        // Token offsets are relative to the sentence; pieces overlap so that no phrase loses its context.
-        const offsets = t.offsets.slice(1, -1);
-        const stride = budget - this.overlapTokens;
-        for (let first = 0; first < count; first += stride) {
-          const last = Math.min(first + budget, count) - 1;
-          const start = sentence.start + offsets[first]![0];
-          const end = sentence.start + offsets[last]![1];
+        for (const piece of splitLongSentence(
+          t.tokens.slice(1, -1),
+          t.offsets.slice(1, -1),
+          budget,
+          this.overlapTokens,
+        )) {
+          const start = sentence.start + piece.start;
+          const end = sentence.start + piece.end;
           chunks.push(
-            this.makeChunk(note, sentence.section, start, end, last - first + 1, [i], sentences, [
-              'split-sentence',
-            ]),
+            this.makeChunk(note, sentence.section, start, end, piece.tokens, [i], scopes, ['split-sentence']),
           );
-          if (last === count - 1) break;
         }
         return;
       }
@@ -152,18 +155,18 @@ export class NoteChunker {
     end: number,
     tokens: number,
     sentenceIndices: readonly number[],
-    sentences: readonly SectionedSentence[],
+    scopes: readonly AssertionScope[][],
     flags: string[],
   ): Chunk {
-    const assertions: AssertionScope[] = [];
+    const clipped: AssertionScope[] = [];
     for (const i of sentenceIndices) {
-      const s = sentences[i]!;
-      for (const scope of findAssertionScopes(note.text, s.start, s.end, { section })) {
+      for (const scope of scopes[i]!) {
         const clippedStart = Math.max(scope.start, start);
         const clippedEnd = Math.min(scope.end, end);
-        if (clippedStart < clippedEnd) assertions.push({ ...scope, start: clippedStart, end: clippedEnd });
+        if (clippedStart < clippedEnd) clipped.push({ ...scope, start: clippedStart, end: clippedEnd });
       }
     }
+    const assertions = mergeScopes(clipped);
     return {
       noteId: note.noteId,
       patientId: note.patientId,
@@ -175,4 +178,56 @@ export class NoteChunker {
       flags,
     };
   }
+}
+
+/** A piece of a sentence: [start, end) relative to the sentence, and its token count. */
+interface SentencePiece {
+  readonly start: number;
+  readonly end: number;
+  readonly tokens: number;
+}
+
+/**
+ * Cuts a sentence too long for one chunk into pieces of at most `budget` tokens that overlap by
+ * about `overlap` tokens. Cuts fall between words (before a token that is not a `##` continuation),
+ * so each piece's text tokenizes to exactly its tokens; only a single word longer than the budget
+ * is cut inside. Token offsets are relative to the sentence.
+ */
+export function splitLongSentence(
+  tokens: readonly string[],
+  offsets: readonly (readonly [number, number])[],
+  budget: number,
+  overlap: number,
+): SentencePiece[] {
+  const count = tokens.length;
+  const wordStart = (j: number): boolean => j >= count || !tokens[j]!.startsWith('##');
+  const pieces: SentencePiece[] = [];
+  for (let first = 0; first < count; ) {
+    let next = Math.min(first + budget, count);
+    while (next > first + 1 && !wordStart(next)) next--;
+    if (next === first + 1 && !wordStart(next)) next = Math.min(first + budget, count); // one giant word
+    pieces.push({ start: offsets[first]![0], end: offsets[next - 1]![1], tokens: next - first });
+    if (next >= count) break;
+    // Step back by the overlap to a word start, but always move forward.
+    let following = Math.max(next - overlap, first + 1);
+    while (following < next && !wordStart(following)) following++;
+    first = following;
+  }
+  return pieces;
+}
+
+/** Merges overlapping or touching scopes of the same kind (keeping the first trigger), sorted by start. */
+function mergeScopes(scopes: AssertionScope[]): AssertionScope[] {
+  if (scopes.length < 2) return scopes;
+  scopes.sort((a, b) => (a.kind < b.kind ? -1 : a.kind > b.kind ? 1 : a.start - b.start));
+  const merged: AssertionScope[] = [];
+  for (const s of scopes) {
+    const last = merged.at(-1);
+    if (last && last.kind === s.kind && s.start <= last.end) {
+      if (s.end > last.end) merged[merged.length - 1] = { ...last, end: s.end };
+    } else {
+      merged.push(s);
+    }
+  }
+  return merged.sort((a, b) => a.start - b.start || (a.kind < b.kind ? -1 : 1));
 }

@@ -37,6 +37,7 @@ import type { Sentence } from './types.ts';
  * the paragraph ("1. Aspirin 2. Metoprolol").
  *
  * MIMIC placeholders `[**…**]` are skipped whole: nothing inside one ends a sentence.
+ * A sentence longer than {@link MAX_SENTENCE_CHARS} is cut at white space (see there).
  * Sentences are trimmed of white space (JavaScript's `\s`); every other character of the range is
  * in exactly one sentence.
  */
@@ -421,7 +422,40 @@ export function splitSentences(text: string, start = 0, end: number = text.lengt
     lineStart = lineEnd + 1;
   }
   closeSentence(b);
-  return b.out;
+  return capSentenceLength(text, b.out);
+}
+
+/**
+ * Longest sentence in characters. A run-on line longer than this (a pasted table, a note without
+ * punctuation) is cut at the last white space before the limit, so that work per sentence (token
+ * offsets, assertion scopes) stays bounded and a note's cost stays linear in its length.
+ */
+export const MAX_SENTENCE_CHARS = 1000;
+
+function capSentenceLength(text: string, sentences: Sentence[], max = MAX_SENTENCE_CHARS): Sentence[] {
+  if (!sentences.some((s) => s.end - s.start > max)) return sentences;
+  const out: Sentence[] = [];
+  for (const s of sentences) {
+    let start = s.start;
+    while (s.end - start > max) {
+      let cut = start + max;
+      while (cut > start && !isSpaceOrBreak(text, cut)) cut--;
+      if (cut === start) cut = start + max; // one "word" longer than the limit: cut inside it
+      let end = cut;
+      while (end > start && isSpaceOrBreak(text, end - 1)) end--;
+      out.push({ start, end });
+      start = cut;
+      while (start < s.end && isSpaceOrBreak(text, start)) start++;
+    }
+    if (start < s.end) out.push({ start, end: s.end });
+  }
+  return out;
+}
+
+// Sentences are trimmed of JavaScript's \s, so cuts use the same class.
+const WHITE_SPACE = /\s/;
+function isSpaceOrBreak(text: string, i: number): boolean {
+  return WHITE_SPACE.test(text[i] ?? '');
 }
 
 /** The abbreviation class of the word before a punctuation at `i`, without brackets or quotes. */

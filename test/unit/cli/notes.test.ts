@@ -41,6 +41,10 @@ describe('cohort notes inspect', () => {
     expect(first).toMatchObject({ noteId: '174', patientId: '22532' });
     expect(first.chunks.some((c) => c.section === 'history_of_present_illness')).toBe(true);
     expect(first.chunks.some((c) => c.assertions.some((a) => a.kind === 'negated'))).toBe(true);
+    const sentences = (notes[0] as { sentences: { section: string; start: number; end: number }[] })
+      .sentences;
+    expect(sentences.length).toBeGreaterThan(first.chunks.length - 1);
+    for (const s of sentences) expect(s.start).toBeLessThan(s.end);
     for (const c of first.chunks) {
       expect(c.start).toBeLessThan(c.end);
       expect(c.tokens).toBeLessThanOrEqual(128);
@@ -54,6 +58,7 @@ describe('cohort notes inspect', () => {
     expect(out.code, out.stderr).toBe(0);
     expect(out.stdout).toMatch(/^note \S+ patient \S+.*chunks$/m);
     expect(out.stdout).toMatch(/^ {2}chunk \w+ \[\d+, \d+\) \d+ tokens/m);
+    expect(out.stdout).toMatch(/^ {4}sentence \[\d+, \d+\)$/m);
   });
 
   it('reads a forced format and explains a file it cannot read', async () => {

@@ -68,21 +68,52 @@ describe('NoteChunker', () => {
     );
   });
 
-  it('cuts a sentence longer than the limit into overlapping pieces on token boundaries', async () => {
-    const words = Array.from({ length: 300 }, (_, i) => `word${i}`).join(' ');
+  it('cuts a sentence longer than the limit into overlapping pieces between words', async () => {
+    // Words that WordPiece splits into several tokens, and characters outside the BMP, so that cuts
+    // inside a word and UTF-16 offsets would both show.
+    const words = Array.from({ length: 110 }, (_, i) =>
+      i % 7 === 3 ? `hyperkalemia${i}🎵` : `word${i}`,
+    ).join(' ');
     const text = `Brief Hospital Course:\n${words}.`;
+    // One sentence, under the sentence length cap, over the token budget.
+    expect(words.length).toBeLessThan(1000);
     const { chunks } = await chunker.prepare(note(text));
     const pieces = chunks.filter((c) => c.flags.includes('split-sentence'));
     expect(pieces.length).toBeGreaterThan(2);
-    for (const p of pieces) expect(p.tokens).toBeLessThanOrEqual(128);
-    for (let i = 1; i < pieces.length; i++) expect(pieces[i]!.start).toBeLessThan(pieces[i - 1]!.end);
+    for (let i = 1; i < pieces.length; i++) {
+      expect(pieces[i]!.start).toBeLessThan(pieces[i - 1]!.end);
+      expect(pieces[i]!.start).toBeGreaterThan(pieces[i - 1]!.start);
+    }
     expect(pieces[0]!.start).toBe(text.indexOf('word0'));
     expect(pieces.at(-1)!.end).toBe(text.length);
-    // Cut on token boundaries: every piece starts and ends where a token does.
     for (const p of pieces) {
-      expect(/^[\w.]/.test(text.slice(p.start))).toBe(true);
-      expect(/[\w.]$/.test(text.slice(0, p.end))).toBe(true);
+      const slice = text.slice(p.start, p.end);
+      expect((await tokenizer.encode(slice)).ids.length).toBe(p.tokens);
+      expect(p.tokens).toBeLessThanOrEqual(128);
+      // Between words: white space (or the sentence's edge) on both sides.
+      expect(p.start === text.indexOf('word0') || /\s/.test(text[p.start - 1]!)).toBe(true);
+      expect(p.end === text.length || /\s/.test(text[p.end]!)).toBe(true);
     }
+  });
+
+  it('keeps work and scopes bounded on a run-on line with many triggers', async () => {
+    // 60 KB on one line, no sentence punctuation, a trigger every few words.
+    const line = Array.from(
+      { length: 4000 },
+      (_, i) => ['denies pain', 'possible infection', 'history of MI', 'mother has DM'][i % 4],
+    ).join(' ');
+    const { sentences, chunks } = await chunker.prepare(note(`Hospital Course:\n${line}`));
+    expect(Math.max(...sentences.map((s) => s.end - s.start))).toBeLessThanOrEqual(1000);
+    for (const c of chunks) {
+      expect(c.tokens).toBeLessThanOrEqual(128);
+      // Overlapping scopes of a kind are merged, so a chunk holds a handful, not one per trigger
+      // before it in the line.
+      const perKind = new Map<string, number>();
+      for (const a of c.assertions) perKind.set(a.kind, (perKind.get(a.kind) ?? 0) + 1);
+      for (const n of perKind.values()) expect(n).toBeLessThanOrEqual(40);
+    }
+    const total = chunks.reduce((n, c) => n + c.assertions.length, 0);
+    expect(total).toBeLessThan(chunks.length * 60);
   });
 
   it('honours a smaller chunk size', async () => {

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   compileRules,
   parseAdditions,
-  parseMedspacyRules,
+  parseMedspacyContextRules,
   parseTriggerList,
 } from '../../../layers/notes/src/context/rules.ts';
 import {
@@ -215,7 +215,7 @@ describe('rule files', () => {
         },
       ],
     });
-    expect(parseMedspacyRules(json, 'r.json').map((r) => r.phrase)).toEqual([
+    expect(parseMedspacyContextRules(json, 'r.json').map((r) => r.phrase)).toEqual([
       'does not look like',
       "doesn't look like",
       'did not look like',
@@ -223,7 +223,7 @@ describe('rule files', () => {
       'mother',
       "mother's",
     ]);
-    expect(() => parseMedspacyRules('{', 'r.json')).toThrow(RuleFileError);
+    expect(() => parseMedspacyContextRules('{', 'r.json')).toThrow(RuleFileError);
   });
 
   it('merges the roles of a phrase listed twice', () => {
@@ -261,8 +261,13 @@ describe('NegEx test set', () => {
         `hypothetical recall ${e.hypothetical.recall.toFixed(3)} (${e.hypothetical.tp}/${e.hypothetical.tp + e.hypothetical.fn})`,
     );
     expect(e.negated.f1).toBeGreaterThanOrEqual(0.93);
+    // Accuracy alone would pass a tagger that never says "historical" (0.892) or "other" (0.997).
     expect(e.historical.accuracy).toBeGreaterThanOrEqual(0.9);
+    expect(e.historical.recall).toBeGreaterThanOrEqual(0.5);
+    expect(e.historical.precision).toBeGreaterThanOrEqual(0.8);
     expect(e.experiencer.accuracy).toBeGreaterThanOrEqual(0.99);
+    expect(e.experiencer.tp).toBeGreaterThanOrEqual(4);
+    expect(e.experiencer.fp).toBeLessThanOrEqual(1);
     expect(e.hypothetical.recall).toBeGreaterThanOrEqual(0.8);
   });
 

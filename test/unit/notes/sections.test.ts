@@ -11,7 +11,7 @@ import {
   parseCcdaRules,
   parseCohortRules,
   parseCtakesRules,
-  parseMedspacyRules,
+  parseMedspacySectionRules,
   SECTION_RULE_FILES,
 } from '../../../layers/notes/src/text/section-rules.ts';
 import { SECTION_CATEGORIES, type Section } from '../../../layers/notes/src/types.ts';
@@ -336,10 +336,10 @@ describe('section rules', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sections-'));
     const missing = { ...SECTION_RULE_FILES, medspacy: join(dir, 'nope.json') };
     expect(() => loadSectionRules(missing)).toThrow(RuleFileError);
-    expect(() => parseMedspacyRules('{')).toThrow(RuleFileError);
-    expect(() => parseMedspacyRules('{"section_rules":[{"literal":"X:","category":"martian"}]}')).toThrow(
-      /martian/,
-    );
+    expect(() => parseMedspacySectionRules('{')).toThrow(RuleFileError);
+    expect(() =>
+      parseMedspacySectionRules('{"section_rules":[{"literal":"X:","category":"martian"}]}'),
+    ).toThrow(/martian/);
     expect(() => parseCtakesRules('Martian Section||^MARTIAN$')).toThrow(RuleFileError);
     expect(() => parseCtakesRules('Plan||^(?<n>PLAN)$')).toThrow(RuleFileError);
     expect(() => parseCcdaRules('1.2.3,00000-0,Martian')).toThrow(RuleFileError);

@@ -193,7 +193,7 @@ const MAX_EXPANSION = 4096;
  *
  * @throws RuleFileError when the JSON or a rule's category/direction is not understood
  */
-export function parseMedspacyRules(json: string, source: string): TriggerRule[] {
+export function parseMedspacyContextRules(json: string, source: string): TriggerRule[] {
   let doc: unknown;
   try {
     doc = JSON.parse(json);
@@ -275,7 +275,7 @@ export function loadShippedRules(dir: URL = RULES_DIR): TriggerRule[] {
     } catch (cause) {
       throw new RuleFileError(`cannot read ConText rule file ${file}`, { cause });
     }
-    if (file.endsWith('.json')) rules.push(...parseMedspacyRules(text, file));
+    if (file.endsWith('.json')) rules.push(...parseMedspacyContextRules(text, file));
     else if (kind !== undefined) rules.push(...parseTriggerList(text, kind, file));
     else {
       const additions = parseAdditions(text, file);

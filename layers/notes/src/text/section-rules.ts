@@ -332,7 +332,7 @@ function addPhrase(rules: PhraseRules, phrase: string, category: SectionCategory
 }
 
 /** medspaCy's `{"section_rules":[{"literal","category"}]}`. */
-export function parseMedspacyRules(json: string, file = 'section_patterns_en.json'): PhraseRules {
+export function parseMedspacySectionRules(json: string, file = 'section_patterns_en.json'): PhraseRules {
   let data: unknown;
   try {
     data = JSON.parse(json);
@@ -522,7 +522,7 @@ export function loadSectionRules(
   return mergePhraseRules(
     [
       cohort,
-      parseMedspacyRules(readRuleFile(files.medspacy)),
+      parseMedspacySectionRules(readRuleFile(files.medspacy)),
       parseCtakesRules(readRuleFile(files.ctakes)),
       parseCcdaRules(readRuleFile(files.ccda)),
     ],
