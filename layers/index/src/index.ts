@@ -1,2 +1,3 @@
 export * from './errors.ts';
 export * from './segment/index.ts';
+export * from './store/index.ts';
