@@ -58,3 +58,13 @@ export class StoreError extends IndexError {}
 
 /** A stored or downloaded file does not match its expected checksum or size. */
 export class IntegrityError extends IndexError {}
+
+/**
+ * A commit cannot be rebased onto the newest manifest: it removes a segment that another commit
+ * already removed (two compactions of the same segments), or its model fingerprint or dimensions
+ * differ from the index's. The caller must plan again from the newest manifest.
+ */
+export class CommitConflictError extends IndexError {}
+
+/** A commit kept losing the race for the next version after every retry. */
+export class CommitRetriesExhaustedError extends IndexError {}
