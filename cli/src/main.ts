@@ -19,6 +19,7 @@ import {
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { createStderrLogger } from './log.ts';
 import { registerNotesCommands } from './notes.ts';
+import { parsePositiveInt, printJson } from './output.ts';
 import { createDownloadProgress } from './progress.ts';
 
 const program = new Command('cohort')
@@ -28,9 +29,6 @@ const program = new Command('cohort')
   .configureOutput({ writeErr: (s) => process.stderr.write(s) });
 
 const logger = () => createStderrLogger(program.opts()['verbose'] ? 'debug' : undefined);
-const print = (value: unknown): void => {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
-};
 
 function parseVariants(value: string): Variant[] {
   const list = value
@@ -43,12 +41,6 @@ function parseVariants(value: string): Variant[] {
   }
   if (list.length === 0) throw new InvalidArgumentError('name at least one variant');
   return list as Variant[];
-}
-
-function parsePositiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${value} is not a positive integer`);
-  return n;
 }
 
 /** Options shared by `model import` and `model pull`. */
@@ -103,7 +95,7 @@ model
   .requiredOption('--out <dir>', 'directory to write config.json, vocab.txt and model.safetensors into')
   .action(async (opts: { out: string }) => {
     await writeRandomBertCheckpoint(opts.out);
-    print({ checkpoint: resolve(opts.out), files: ['config.json', 'vocab.txt', 'model.safetensors'] });
+    printJson({ checkpoint: resolve(opts.out), files: ['config.json', 'vocab.txt', 'model.safetensors'] });
   });
 
 withImportOptions(
@@ -117,7 +109,7 @@ withImportOptions(
 ).action(async (dir: string, opts: Record<string, unknown>) => {
   const log = logger();
   const info = await importCheckpoint(dir, opts['out'] as string, importOptions(opts, log));
-  print(summary(info, opts['out'] as string));
+  printJson(summary(info, opts['out'] as string));
 });
 
 withImportOptions(
@@ -147,7 +139,7 @@ withImportOptions(
   if (existing && !wanted.overwrite) {
     if (sameBundle(existing, repoId, pulled.commitSha, wanted)) {
       log.info('bundle already up to date', { bundle: out, commit: pulled.commitSha });
-      print(summary(existing, out));
+      printJson(summary(existing, out));
       return;
     }
     throw new Error(
@@ -158,7 +150,7 @@ withImportOptions(
     ...wanted,
     source: { repo: repoId, revision: pulled.revision, commit: pulled.commitSha },
   });
-  print(summary(info, out));
+  printJson(summary(info, out));
 });
 
 /** Whether a bundle is what `model pull` would build now (same commit and settings). */
@@ -196,7 +188,7 @@ program
   .action(async (texts: string[], opts: { model: string }) => {
     const tokenizer = await loadBundleTokenizer(opts.model);
     for (const t of await tokenizer.encodeBatch(texts))
-      print({ ids: t.ids, tokens: t.tokens, offsets: t.offsets });
+      printJson({ ids: t.ids, tokens: t.tokens, offsets: t.offsets });
   });
 
 program
@@ -241,7 +233,7 @@ program
             indices: result.truncated,
             maxLength: encoder.info.maxLength,
           });
-        for (const e of result.embeddings) print({ dims: e.length, embedding: Array.from(e) });
+        for (const e of result.embeddings) printJson({ dims: e.length, embedding: Array.from(e) });
       } finally {
         await encoder.close();
       }

@@ -8,10 +8,7 @@ import {
   readNotesFromFile,
 } from '@cohort/notes';
 import { type Command, Option } from 'commander';
-
-const print = (value: unknown): void => {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
-};
+import { parsePositiveInt, printJson } from './output.ts';
 
 /** Adds `cohort notes inspect` and `cohort notes context` to the program. */
 export function registerNotesCommands(program: Command, logger: () => EncoderLogger): void {
@@ -40,7 +37,7 @@ export function registerNotesCommands(program: Command, logger: () => EncoderLog
       '--model <bundle>',
       "count tokens with this bundle's tokenizer (default: the ClinicalBERT vocabulary, cased)",
     )
-    .option('--max-tokens <n>', 'most tokens per chunk, [CLS] and [SEP] included', (v) => Number(v), 128)
+    .option('--max-tokens <n>', 'most tokens per chunk, [CLS] and [SEP] included', parsePositiveInt, 128)
     .action(
       async (
         file: string,
@@ -55,7 +52,7 @@ export function registerNotesCommands(program: Command, logger: () => EncoderLog
         for await (const item of readNotesFromFile(file, { format: opts.format ?? 'auto' })) {
           if (item.kind === 'quarantined') {
             quarantined++;
-            if (opts.json) print({ quarantined: item.quarantined });
+            if (opts.json) printJson({ quarantined: item.quarantined });
             else
               process.stdout.write(
                 `quarantined ${describeSource(item.quarantined.source)}: ${item.quarantined.reason}\n`,
@@ -65,7 +62,7 @@ export function registerNotesCommands(program: Command, logger: () => EncoderLog
           notesRead++;
           const prepared = await chunker.prepare(item.note);
           chunks += prepared.chunks.length;
-          if (opts.json) print(noteJson(prepared));
+          if (opts.json) printJson(noteJson(prepared));
           else process.stdout.write(noteText(prepared));
         }
         log.info('notes inspected', { file, notes: notesRead, chunks, quarantined });
@@ -86,7 +83,7 @@ export function registerNotesCommands(program: Command, logger: () => EncoderLog
         const tab = line.indexOf('\t');
         if (tab < 0) throw new Error(`${opts.tsv}:${i + 1}: expected "sentence<TAB>condition"`);
         const result = classifyCondition(line.slice(0, tab), line.slice(tab + 1).split('\t')[0]!);
-        print({
+        printJson({
           negated: result.negated,
           hypothetical: result.hypothetical,
           historical: result.historical,
