@@ -8,7 +8,7 @@ export interface NoteSource {
   readonly etag?: string;
   /** 1-based data row of a CSV file (the header is row 0). */
   readonly row?: number;
-  /** 1-based line of an NDJSON/JSONL file. */
+  /** 1-based physical line: of an NDJSON/JSONL record, or where a CSV record starts. */
   readonly line?: number;
 }
 

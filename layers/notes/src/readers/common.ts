@@ -112,10 +112,17 @@ export function utf8Acceptable(bytes: Uint8Array, policy: InvalidUtf8Policy): bo
 /**
  * Checks what makes fields a note, in this order: `noteId`, `patientId`, `encounterId` present and
  * sane (no control characters, at most 256 characters), `noteDate` an ISO 8601 date or date-time,
- * text not empty or white space only (`empty note`), text within `maxNoteBytes` (`note over limit`).
+ * text well-formed (a lone surrogate, as a JSON escape `"\ud800"` can give, is `invalid UTF-8`
+ * under the `quarantine` policy and becomes U+FFFD under `replace`), text not empty or white space
+ * only (`empty note`), text within `maxNoteBytes` (`note over limit`).
  * Returns the note with its source, or the first failure.
  */
-export function checkNote(fields: NoteFields, source: NoteSource, limits: ResolvedReadLimits): ReadItem {
+export function checkNote(
+  fields: NoteFields,
+  source: NoteSource,
+  limits: ResolvedReadLimits,
+  invalidUtf8: InvalidUtf8Policy = 'quarantine',
+): ReadItem {
   for (const name of ['noteId', 'patientId'] as const) {
     const id = fields[name];
     if (id === undefined || id === '') return quarantined(source, `missing ${name}`);
@@ -142,8 +149,17 @@ export function checkNote(fields: NoteFields, source: NoteSource, limits: Resolv
       return quarantined(source, 'invalid noteDate', 'expected an ISO 8601 date or date-time');
     noteDate = noteDate.replace(' ', 'T');
   }
-  if (fields.text.trim() === '') return quarantined(source, 'empty note');
-  const bytes = Buffer.byteLength(fields.text, 'utf8');
+  let text = fields.text;
+  // String.prototype.isWellFormed/toWellFormed (Node 20) are newer than the ES2022 typings.
+  const wellFormed = text as string & { isWellFormed(): boolean; toWellFormed(): string };
+  if (!wellFormed.isWellFormed()) {
+    if (invalidUtf8 === 'quarantine') {
+      return quarantined(source, 'invalid UTF-8', 'text has a lone surrogate (an unpaired \\u escape)');
+    }
+    text = wellFormed.toWellFormed();
+  }
+  if (text.trim() === '') return quarantined(source, 'empty note');
+  const bytes = Buffer.byteLength(text, 'utf8');
   if (bytes > limits.maxNoteBytes) {
     return quarantined(source, 'note over limit', `${bytes} bytes, maxNoteBytes ${limits.maxNoteBytes}`);
   }
@@ -153,7 +169,7 @@ export function checkNote(fields: NoteFields, source: NoteSource, limits: Resolv
     ...(encounterId === undefined || encounterId === '' ? {} : { encounterId }),
     ...(noteType === undefined || noteType === '' ? {} : { noteType }),
     ...(noteDate === undefined ? {} : { noteDate }),
-    text: fields.text,
+    text,
     source,
   };
   return { kind: 'note', note };

@@ -11,6 +11,7 @@
  * detection in `detect.ts`; limits in `limits.ts`; the invalid-UTF-8 policy in `common.ts`.
  */
 import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { NotesConfigError } from '../errors.ts';
 import type { NoteFormat, NoteSource, ReadItem } from '../types.ts';
 import {
@@ -62,7 +63,10 @@ export interface ReadOptions {
 
 /** Options of {@link readNotesFromFile}. */
 export interface FileReadOptions extends ReadOptions {
-  /** Metadata as S3 would give it, e.g. read from a sidecar file. Default none. */
+  /**
+   * Metadata as S3 would give it. Default: the sidecar `<path>.meta.json` when it exists (see
+   * {@link readNotesFromFile}), else none.
+   */
   readonly metadata?: Readonly<Record<string, string>>;
 }
 
@@ -84,6 +88,17 @@ const FORMATS: ReadonlySet<string> = new Set(['auto', 'mimic3', 'mimic4', 'fhir'
  *   positive integer
  */
 export function readNotes(input: NoteInput, options: ReadOptions = {}): AsyncIterable<ReadItem> {
+  const { format, limits, invalidUtf8 } = resolveOptions(options);
+  return read(input, format, limits, invalidUtf8);
+}
+
+interface ResolvedOptions {
+  readonly format: NoteFormat | 'auto';
+  readonly limits: ResolvedReadLimits;
+  readonly invalidUtf8: InvalidUtf8Policy;
+}
+
+function resolveOptions(options: ReadOptions): ResolvedOptions {
   const format = options.format ?? 'auto';
   if (!FORMATS.has(format)) throw new NotesConfigError(`unknown note format ${JSON.stringify(format)}`);
   const invalidUtf8 = options.invalidUtf8 ?? 'quarantine';
@@ -92,17 +107,69 @@ export function readNotes(input: NoteInput, options: ReadOptions = {}): AsyncIte
       `invalidUtf8 must be 'quarantine' or 'replace', got ${JSON.stringify(invalidUtf8)}`,
     );
   }
-  return read(input, format, resolveReadLimits(options.limits), invalidUtf8);
+  return { format, limits: resolveReadLimits(options.limits), invalidUtf8 };
 }
+
+/** The sidecar of a local file: `<path>.meta.json`. */
+export const SIDECAR_SUFFIX = '.meta.json';
 
 /**
  * {@link readNotes} for a local file; the path is the key.
+ *
+ * Metadata: `options.metadata` when given; otherwise, when `<path>.meta.json` exists, its fields.
+ * The sidecar must be a JSON object of string fields, named as S3 user metadata would be (e.g.
+ * `{"patient-id": "p1", "note-id": "n1"}`; see `text.ts` for the fields a plain-text note reads).
+ * A sidecar that is not such an object quarantines the whole file, unread, with reason
+ * `malformed sidecar`.
  * @throws NotesConfigError as {@link readNotes}; a missing file fails on the first iteration, as
- *   any error of the body does
+ *   any error of the body does, and so does an error reading an existing sidecar
  */
 export function readNotesFromFile(path: string, options: FileReadOptions = {}): AsyncIterable<ReadItem> {
   const { metadata, ...rest } = options;
-  return readNotes({ body: openLazily(path), key: path, ...(metadata ? { metadata } : {}) }, rest);
+  const { format, limits, invalidUtf8 } = resolveOptions(rest);
+  if (metadata) return read({ body: openLazily(path), key: path, metadata }, format, limits, invalidUtf8);
+  return readWithSidecar(path, format, limits, invalidUtf8);
+}
+
+async function* readWithSidecar(
+  path: string,
+  format: NoteFormat | 'auto',
+  limits: ResolvedReadLimits,
+  invalidUtf8: InvalidUtf8Policy,
+): AsyncGenerator<ReadItem> {
+  const sidecar = await readSidecar(`${path}${SIDECAR_SUFFIX}`);
+  if (typeof sidecar === 'string') {
+    yield quarantined({ key: path }, 'malformed sidecar', sidecar);
+    return;
+  }
+  const metadata = sidecar === undefined ? {} : { metadata: sidecar };
+  yield* read({ body: openLazily(path), key: path, ...metadata }, format, limits, invalidUtf8);
+}
+
+/** The sidecar's fields, `undefined` when there is none, or why it is malformed (a string). */
+async function readSidecar(path: string): Promise<Record<string, string> | string | undefined> {
+  let raw: string;
+  try {
+    raw = await readFile(path, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return `${SIDECAR_SUFFIX} is not valid JSON`;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return `${SIDECAR_SUFFIX} is not a JSON object`;
+  }
+  const fields: Record<string, string> = {};
+  for (const [name, field] of Object.entries(value)) {
+    if (typeof field !== 'string') return `${SIDECAR_SUFFIX} has a field that is not a string`;
+    fields[name] = field;
+  }
+  return fields;
 }
 
 /** The file's bytes, opened on the first read, so that an iterable never read holds no descriptor. */

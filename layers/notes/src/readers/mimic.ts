@@ -18,8 +18,6 @@
  * error) are not notes: each is yielded as quarantined, reason `marked as error (ISERROR=1)`, so
  * that they are excluded and still counted. Ids written as floats (`12345.0`) lose the `.0`.
  */
-import type { CsvError } from 'csv-parse';
-import { parse } from 'csv-parse/sync';
 import type { NoteSource, ReadItem } from '../types.ts';
 import {
   checkNote,
@@ -34,20 +32,10 @@ import {
   reject,
   utf8Acceptable,
 } from './common.ts';
-import { splitCsvRecords } from './csv.ts';
+import { parseCsvFields, splitCsvRecords } from './csv.ts';
 
 /** The two CSV layouts. */
 export type MimicVariant = 'mimic3' | 'mimic4';
-
-// `relax_quotes` makes csv-parse follow the same quoting rules as the record splitter; column
-// counts are checked here, so that a wrong count is a quarantine reason, not a parser error.
-const CSV_OPTIONS = {
-  bom: false,
-  relax_quotes: true,
-  relax_column_count: true,
-  skip_empty_lines: false,
-  record_delimiter: '\n',
-} as const;
 
 const REQUIRED: Record<MimicVariant, readonly string[]> = {
   mimic3: ['ROW_ID', 'SUBJECT_ID', 'TEXT'],
@@ -63,18 +51,16 @@ export function mimicVariantOf(columns: readonly string[]): MimicVariant | undef
 
 /** Parses one CSV line as a header: trimmed, lower-cased names, or `undefined` if it does not parse. */
 export function parseCsvHeader(line: Buffer): string[] | undefined {
-  try {
-    const records = parse(line, CSV_OPTIONS) as string[][];
-    return records.length === 1 ? records[0]!.map((c) => c.trim().toLowerCase()) : undefined;
-  } catch {
-    return undefined;
-  }
+  return parseCsvFields(line.toString('utf8'))?.map((c) => c.trim().toLowerCase());
 }
 
 /**
- * Reads a MIMIC CSV file. One item per data row, in order, with `source.row` (1-based, header 0);
- * file-level problems (no header, neither layout, a required column missing) give one quarantine
- * item for the file.
+ * Reads a MIMIC CSV file. One item per data row, in order, with `source.row` (1-based, header 0;
+ * empty lines are not rows) and `source.line` (the 1-based physical line where the row starts, as
+ * an editor shows it); file-level problems (no header, neither layout, a required column missing,
+ * no data row: `empty file`) give one quarantine item for the file. Records are split and their
+ * fields parsed with the same quoting rules (`csv.ts`), so a row with malformed quoting is one
+ * item and never shifts the rows after it.
  * @param variant forced layout; default: from the header
  */
 export async function* readMimicCsv(
@@ -86,6 +72,7 @@ export async function* readMimicCsv(
   let columns: ReadonlyMap<string, number> | undefined;
   let layout: MimicVariant | undefined = variant;
   let width = 0;
+  let dataRows = 0;
   for await (const record of splitCsvRecords(bytes, maxLineBytes)) {
     if (columns === undefined) {
       const header = record.kind === 'record' ? parseCsvHeader(record.bytes) : undefined;
@@ -120,14 +107,16 @@ export async function* readMimicCsv(
       return;
     }
     ctx.records++;
-    const source = { ...ctx.source, row: record.index };
+    dataRows++;
+    const source = { ...ctx.source, row: record.index, line: record.line };
     if (record.kind === 'oversize') {
       yield quarantined(source, 'record over limit', `${record.size} bytes, maxLineBytes ${maxLineBytes}`);
       continue;
     }
     yield readRow(record.bytes, record.unterminated, columns, width, layout!, source, ctx);
   }
-  if (columns === undefined) yield quarantined(ctx.source, 'unknown format', 'no CSV header row');
+  if (columns === undefined) yield quarantined(ctx.source, 'empty file', 'no CSV record');
+  else if (dataRows === 0) yield quarantined(ctx.source, 'empty file', 'a CSV header and no data row');
 }
 
 function readRow(
@@ -141,16 +130,9 @@ function readRow(
 ): ReadItem {
   if (unterminated) return quarantined(source, 'malformed CSV row', 'quote not closed at end of file');
   if (!utf8Acceptable(bytes, ctx.invalidUtf8)) return quarantined(source, 'invalid UTF-8');
-  let fields: string[];
-  try {
-    const records = parse(bytes, CSV_OPTIONS) as string[][];
-    if (records.length !== 1)
-      return quarantined(source, 'malformed CSV row', `parsed as ${records.length} records`);
-    fields = records[0]!;
-  } catch (error) {
-    // csv-parse messages quote field values; only the code is safe to keep.
-    return quarantined(source, 'malformed CSV row', (error as CsvError).code ?? 'CSV parse error');
-  }
+  // The splitter ended this record outside quotes, so with the same rules it always parses.
+  const fields = parseCsvFields(bytes.toString('utf8'));
+  if (fields === undefined) return quarantined(source, 'malformed CSV row', 'quote not closed');
   if (fields.length !== width) {
     return quarantined(source, 'wrong column count', `expected ${width} fields, got ${fields.length}`);
   }
@@ -160,7 +142,7 @@ function readRow(
   };
   const mapped = layout === 'mimic3' ? mapMimic3(get) : mapMimic4(get);
   if (isRejection(mapped)) return quarantined(source, mapped.reason, mapped.detail);
-  return checkNote(mapped, source, ctx.limits);
+  return checkNote(mapped, source, ctx.limits, ctx.invalidUtf8);
 }
 
 function mapMimic3(get: (name: string) => string | undefined): NoteFields | Rejection {

@@ -2,7 +2,8 @@
  * Line-delimited JSON files: FHIR Bulk Data NDJSON and the JSONL note schema. One item per
  * non-blank line, in order, with `source.line` (1-based, blank lines counted but not read).
  * Per line: `line over limit` (longer than `maxLineBytes`, skipped without being held),
- * `invalid UTF-8`, `malformed JSON`, `not a JSON object`, then the format's own checks.
+ * `invalid UTF-8`, `malformed JSON`, `not a JSON object`, then the format's own checks. A file
+ * with no non-blank line gives one `empty file` item.
  */
 import type { ReadItem } from '../types.ts';
 import {
@@ -27,6 +28,7 @@ export async function* readNdjson(
   variant: NdjsonVariant,
 ): AsyncGenerator<ReadItem> {
   const { limits } = ctx;
+  let seen = false;
   for await (const item of splitLines(bytes, limits.maxLineBytes)) {
     if (item.kind === 'line' && isBlank(item.bytes)) continue;
     if (ctx.records >= limits.maxRecordsPerFile) {
@@ -34,6 +36,7 @@ export async function* readNdjson(
       return;
     }
     ctx.records++;
+    seen = true;
     const source = { ...ctx.source, line: item.line };
     if (item.kind === 'oversize') {
       yield quarantined(source, 'line over limit', `${item.size} bytes, maxLineBytes ${limits.maxLineBytes}`);
@@ -60,8 +63,9 @@ export async function* readNdjson(
       variant === 'fhir' ? mapDocumentReference(record, limits, ctx.invalidUtf8) : mapJsonlNote(record);
     yield isRejection(mapped)
       ? quarantined(source, mapped.reason, mapped.detail)
-      : checkNote(mapped, source, limits);
+      : checkNote(mapped, source, limits, ctx.invalidUtf8);
   }
+  if (!seen) yield quarantined(ctx.source, 'empty file', 'only blank lines');
 }
 
 function isBlank(bytes: Buffer): boolean {

@@ -75,5 +75,6 @@ export async function* readTextNote(
     },
     ctx.source,
     ctx.limits,
+    ctx.invalidUtf8,
   );
 }

@@ -49,7 +49,7 @@ describe('MIMIC-III NOTEEVENTS', () => {
       text: expect.stringContaining(
         'presented with "crushing" chest pain, radiating to the left arm.\nHe denies',
       ),
-      source: { key: MIMIC3, row: 1 },
+      source: { key: MIMIC3, row: 1, line: 2 },
     });
     expect(first!.text.startsWith('Admission Date:  [**2151-7-16**]')).toBe(true);
     expect(first!.text.endsWith('2. Metoprolol 25 mg p.o. b.i.d.\n')).toBe(true);
@@ -58,13 +58,13 @@ describe('MIMIC-III NOTEEVENTS', () => {
     expect(radiology).toMatchObject({
       noteId: '2001',
       noteType: 'Radiology: CHEST (PORTABLE AP)',
-      source: { row: 4 },
+      source: { row: 4, line: 21 },
     });
     expect(ecg).toMatchObject({
       noteId: '3001',
       noteType: 'ECG: Report',
       noteDate: '2130-02-04',
-      source: { row: 5 },
+      source: { row: 5, line: 26 },
     });
   });
 
@@ -72,7 +72,7 @@ describe('MIMIC-III NOTEEVENTS', () => {
     const items = await collectFile(MIMIC3);
     expect(notes(items).map((n) => n.noteId)).toEqual(['174', '1001', '2001', '3001']);
     expect(quarantine(items)).toEqual([
-      { source: { key: MIMIC3, row: 3 }, reason: 'marked as error (ISERROR=1)' },
+      { source: { key: MIMIC3, row: 3, line: 19 }, reason: 'marked as error (ISERROR=1)' },
     ]);
   });
 
@@ -193,7 +193,7 @@ describe('MIMIC-III NOTEEVENTS', () => {
     expect(notes(items)).toHaveLength(1);
     expect(quarantine(items)).toEqual([
       {
-        source: { key: 'n.csv', row: 2 },
+        source: { key: 'n.csv', row: 2, line: 3 },
         reason: 'malformed CSV row',
         detail: 'quote not closed at end of file',
       },
@@ -213,6 +213,48 @@ describe('MIMIC-III NOTEEVENTS', () => {
     ]);
     const lenient = await collect('n.csv', csv, { invalidUtf8: 'replace' });
     expect(notes(lenient).map((n) => n.text)).toEqual(['Caf\uFFFD', 'Fine.']);
+  });
+
+  it('reads a row with unescaped quotes in its text as one item, and the rows after keep their numbers', async () => {
+    const bad = '2,9,100,2150-01-01,,,"Nursing","Report",,,"He said "stop, "now" please\nline two"';
+    const csv = `${M3_HEADER}\n${m3Row('1', 'Before.')}\n${bad}\n\n${m3Row('3', 'After.')}\n${m3Row('4', 'Last.')}\n`;
+    for (const items of [await collect('n.csv', csv), await collect('n.csv', csv.replaceAll('\n', '\r\n'))]) {
+      expect(items).toHaveLength(4);
+      expect(quarantine(items)).toEqual([]);
+      expect(notes(items).map((n) => [n.noteId, n.source.row, n.source.line])).toEqual([
+        ['1', 1, 2],
+        ['2', 2, 3],
+        ['3', 3, 6],
+        ['4', 4, 7],
+      ]);
+      expect(notes(items)[1]!.text.replace('\r', '')).toBe('He said "stop, "now" please\nline two');
+    }
+  });
+
+  it('gives every physical line to exactly one item, even when quoting swallows rows', async () => {
+    // The closing quote of row 2 is missing: its text runs on into row 3 up to row 3's closing
+    // quote. One quarantined item, on row 2's line; row 4 is read, numbered as the second row after.
+    const bad = '2,9,100,2150-01-01,,,"Nursing","Report",,,"Never "closed';
+    const csv = `${M3_HEADER}\n${m3Row('1', 'Before.')}\n${bad}\n${m3Row('3', 'Swallowed.')}\n${m3Row('4', 'After.')}\n`;
+    const items = await collect('n.csv', csv);
+    expect(items.map((i) => (i.kind === 'note' ? i.note.noteId : i.quarantined.reason))).toEqual([
+      '1',
+      'wrong column count',
+      '4',
+    ]);
+    expect(quarantine(items)[0]!.source).toEqual({ key: 'n.csv', row: 2, line: 3 });
+    expect(notes(items)[1]!.source).toEqual({ key: 'n.csv', row: 3, line: 5 });
+  });
+
+  it('quarantines a CSV with a header and no data row as an empty file', async () => {
+    for (const csv of [`${M3_HEADER}\n`, `${M3_HEADER}\n\n\r\n`, '\n\n']) {
+      expect(await collect('n.csv', csv)).toEqual([
+        {
+          kind: 'quarantined',
+          quarantined: expect.objectContaining({ source: { key: 'n.csv' }, reason: 'empty file' }),
+        },
+      ]);
+    }
   });
 
   it('quarantines the whole file when a required column is missing', async () => {
@@ -251,7 +293,7 @@ describe('MIMIC-IV-Note', () => {
         encounterId: '22595853',
         noteType: 'DS',
         noteDate: '2180-05-07T00:00:00',
-        source: { key: MIMIC4, row: 1 },
+        source: { key: MIMIC4, row: 1, line: 2 },
       },
       {
         noteId: '10000032-RR-14',
@@ -259,14 +301,14 @@ describe('MIMIC-IV-Note', () => {
         encounterId: '22595853',
         noteType: 'RR',
         noteDate: '2180-05-06T21:19:00',
-        source: { key: MIMIC4, row: 2 },
+        source: { key: MIMIC4, row: 2, line: 13 },
       },
       {
         noteId: '10000084-DS-17',
         patientId: '10000084',
         noteType: 'DS',
         noteDate: '2160-11-25T00:00:00',
-        source: { key: MIMIC4, row: 3 },
+        source: { key: MIMIC4, row: 3, line: 20 },
       },
     ]);
     const first = notes(items)[0]!.text;

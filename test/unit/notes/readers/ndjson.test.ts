@@ -241,4 +241,37 @@ describe('JSONL notes', () => {
     expect(quarantine(items)[0]!.detail).toBe(`${lineBytes} bytes, maxLineBytes 1024`);
     expect(peak - base).toBeLessThan(64 * 1024 * 1024);
   });
+
+  it('quarantines text with a lone surrogate by default, and replaces it under replace', async () => {
+    // JSON escapes can make a string that is no Unicode text: bytes valid UTF-8, text not.
+    const jsonl = [
+      '{"noteId":"a","patientId":"p","text":"Before \\ud800 after"}',
+      '{"noteId":"b","patientId":"p","text":"Trail \\udc00"}',
+      '{"noteId":"c","patientId":"p","text":"Pair \\ud83d\\ude00 ok"}',
+    ].join('\n');
+    const strict = await collect('n.jsonl', jsonl);
+    expect(outline(strict)).toEqual(['1: invalid UTF-8', '2: invalid UTF-8', 'c']);
+    expect(notes(strict)[0]!.text).toBe('Pair \u{1f600} ok');
+    const lenient = await collect('n.jsonl', jsonl, { invalidUtf8: 'replace' });
+    expect(notes(lenient).map((n) => n.text)).toEqual([
+      'Before \uFFFD after',
+      'Trail \uFFFD',
+      'Pair \u{1f600} ok',
+    ]);
+  });
+
+  it('quarantines a file of blank lines as an empty file, as it does a 0-byte one', async () => {
+    for (const [key, data] of [
+      ['n.jsonl', '  \n\t\r\n\n'],
+      ['n.ndjson', '\n'],
+      ['n.jsonl', ''],
+    ] as const) {
+      expect(await collect(key, data)).toEqual([
+        {
+          kind: 'quarantined',
+          quarantined: expect.objectContaining({ source: { key }, reason: 'empty file' }),
+        },
+      ]);
+    }
+  });
 });

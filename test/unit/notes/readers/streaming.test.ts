@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { readNotes } from '../../../../layers/notes/src/readers/index.ts';
 
@@ -34,12 +36,29 @@ async function* bigCsv(
   if (pending.length > 0) yield Buffer.from(pending.join(''), 'utf8');
 }
 
+/** A way to force a full GC, so that memory samples count live objects, not garbage. */
+function gcFunction(): () => void {
+  if (typeof global.gc === 'function') return global.gc;
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
+
 describe('streaming', () => {
-  it('reads a 50 MB CSV in bounded memory, every row accounted for', async () => {
-    global.gc?.();
+  // The input is four times the memory bound: a reader that kept the raw bytes, the texts or the
+  // records of the file could not pass. Only memory is asserted; speed is for benchmarks.
+  const INPUT_MB = 200;
+  const BOUND_MB = 48;
+
+  it(`reads a ${INPUT_MB} MB CSV in under ${BOUND_MB} MB of added memory, every row accounted for`, async () => {
+    const gc = gcFunction();
+    gc();
     const before = process.memoryUsage();
     let peak = 0;
+    let chunks = 0;
+    // Every 2 MiB of input: a full GC, then live memory (heap and buffers) above the start.
     const sample = () => {
+      if (++chunks % 32 !== 0) return;
+      gc();
       const m = process.memoryUsage();
       peak = Math.max(peak, m.heapUsed + m.arrayBuffers - before.heapUsed - before.arrayBuffers);
     };
@@ -47,18 +66,15 @@ describe('streaming', () => {
     let notes = 0;
     let quarantined = 0;
     let textBytes = 0;
-    const started = performance.now();
-    for await (const item of readNotes({ body: bigCsv(50, counter, sample), key: 'NOTEEVENTS.csv' })) {
+    for await (const item of readNotes({ body: bigCsv(INPUT_MB, counter, sample), key: 'NOTEEVENTS.csv' })) {
       if (item.kind === 'note') {
         notes++;
         textBytes += item.note.text.length;
       } else quarantined++;
     }
-    const seconds = (performance.now() - started) / 1000;
     expect(quarantined).toBe(0);
     expect(notes).toBe(counter.rows);
-    expect(textBytes).toBeGreaterThan(45 * 1024 * 1024);
-    expect(peak).toBeLessThan(100 * 1024 * 1024);
-    expect(seconds).toBeLessThan(10);
-  });
+    expect(textBytes).toBeGreaterThan(0.9 * INPUT_MB * 1024 * 1024);
+    expect(peak).toBeLessThan(BOUND_MB * 1024 * 1024);
+  }, 30_000);
 });

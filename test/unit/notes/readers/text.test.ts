@@ -1,7 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   type NoteInput,
   type ReadOptions,
@@ -141,5 +142,72 @@ describe('plain-text notes', () => {
 
   it('detects text without a .txt name when the key has the layout', async () => {
     expect(await read('patients/p/notes/n-1', 'Plain words.')).toMatchObject([{ note: { noteId: 'n-1' } }]);
+  });
+});
+
+describe('plain-text sidecar', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'notes-sidecar-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, text: string, sidecar?: string): string => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    if (sidecar !== undefined) writeFileSync(`${path}.meta.json`, sidecar);
+    return path;
+  };
+
+  it('takes ids and fields from <path>.meta.json when no metadata is given', async () => {
+    const path = file(
+      'visit.txt',
+      'Seen today.',
+      JSON.stringify({
+        'patient-id': 'p1',
+        'note-id': 'n1',
+        'Note-Type': 'Progress',
+        'note-date': '2024-05-01',
+      }),
+    );
+    expect(await drain(readNotesFromFile(path))).toEqual([
+      {
+        kind: 'note',
+        note: {
+          noteId: 'n1',
+          patientId: 'p1',
+          noteType: 'Progress',
+          noteDate: '2024-05-01',
+          text: 'Seen today.',
+          source: { key: path },
+        },
+      },
+    ]);
+  });
+
+  it('prefers metadata given in the options to the sidecar', async () => {
+    const path = file('given.txt', 'Words.', JSON.stringify({ 'patient-id': 'p1', 'note-id': 'n1' }));
+    const items = await drain(readNotesFromFile(path, { metadata: { 'patient-id': 'p2', 'note-id': 'n2' } }));
+    expect(items).toMatchObject([{ note: { patientId: 'p2', noteId: 'n2' } }]);
+  });
+
+  it('quarantines the file, unread, when the sidecar is malformed', async () => {
+    for (const [name, sidecar] of [
+      ['bad-json.txt', '{"patient-id": "p1",'],
+      ['array.txt', '["p1", "n1"]'],
+      ['number.txt', '{"patient-id": 1, "note-id": "n1"}'],
+    ] as const) {
+      const path = file(name, 'Words.', sidecar);
+      const items = await drain(readNotesFromFile(path));
+      expect(items).toEqual([
+        {
+          kind: 'quarantined',
+          quarantined: { source: { key: path }, reason: 'malformed sidecar', detail: expect.any(String) },
+        },
+      ]);
+    }
+  });
+
+  it('reads a file without a sidecar as before', async () => {
+    const path = file('alone.txt', 'Words.');
+    expect(await drain(readNotesFromFile(path))).toMatchObject([
+      { quarantined: { reason: 'cannot tell patient and note ids' } },
+    ]);
   });
 });
