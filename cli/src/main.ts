@@ -17,6 +17,7 @@ import {
   writeRandomBertCheckpoint,
 } from '@cohort/encoder';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { registerIndexCommands } from './index-commands.ts';
 import { createStderrLogger } from './log.ts';
 import { registerNotesCommands } from './notes.ts';
 import { parsePositiveInt, printJson } from './output.ts';
@@ -241,6 +242,7 @@ program
   );
 
 registerNotesCommands(program, logger);
+registerIndexCommands(program, logger);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,74 @@
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { defaultCacheDir, type EncoderLogger } from '@cohort/encoder';
+import { IndexReader, ManifestStore, openStore } from '@cohort/index';
+import type { Command } from 'commander';
+import { printJson } from './output.ts';
+
+/** Where `--data` segments are cached locally: one folder per index location. */
+function cacheFor(location: string): string {
+  return join(defaultCacheDir(), 'index', createHash('sha256').update(location).digest('hex').slice(0, 16));
+}
+
+/** Adds `cohort index stats` and `cohort index delete` to the program. */
+export function registerIndexCommands(program: Command, logger: () => EncoderLogger): void {
+  const index = program.command('index').description('inspect and change an index');
+
+  index
+    .command('stats')
+    .description(
+      'manifest version, segments, live chunks, notes, patients, tombstones, bytes and model fingerprint',
+    )
+    .requiredOption('--data <dir-or-s3-uri>', 'index location: a directory, or s3://bucket/prefix')
+    .option('--json', 'one JSON line', false)
+    .action(async (opts: { data: string; json: boolean }) => {
+      const reader = await IndexReader.open(openStore(opts.data), { cacheDir: cacheFor(opts.data) });
+      const stats = await reader.stats();
+      if (opts.json) {
+        printJson(stats);
+        return;
+      }
+      for (const [key, value] of Object.entries(stats)) {
+        process.stdout.write(`${key}: ${typeof value === 'object' ? JSON.stringify(value) : value}\n`);
+      }
+    });
+
+  index
+    .command('delete')
+    .description(
+      'delete notes, or every note of patients, by committing tombstones (compaction later drops the chunks)',
+    )
+    .requiredOption('--data <dir-or-s3-uri>', 'index location: a directory, or s3://bucket/prefix')
+    .option('--note <ids...>', 'note ids')
+    .option('--patient <ids...>', 'patient ids: every note of theirs in the index')
+    .action(async (opts: { data: string; note?: string[]; patient?: string[] }) => {
+      if (!opts.note?.length && !opts.patient?.length)
+        throw new Error('name --note or --patient ids to delete');
+      const store = openStore(opts.data);
+      const notes = new Set(opts.note ?? []);
+      if (opts.patient?.length) {
+        const patients = new Set(opts.patient);
+        const reader = await IndexReader.open(store, { cacheDir: cacheFor(opts.data) });
+        for (const segment of reader.segments) {
+          for (let i = 0; i < segment.count; i++) {
+            const chunk = segment.chunk(i);
+            if (patients.has(chunk.patientId)) notes.add(chunk.noteId);
+          }
+        }
+      }
+      const ids = [...notes].sort();
+      // The change id is derived from what is deleted, so running the same command twice commits once.
+      const changeId = `delete-${createHash('sha256').update(ids.join('\n')).digest('hex').slice(0, 32)}`;
+      const result = await new ManifestStore(store).commit({ id: changeId, tombstoneNotes: ids });
+      logger().info('notes deleted', {
+        notes: ids.length,
+        manifestVersion: result.manifest.version,
+        applied: result.applied,
+      });
+      printJson({
+        deletedNotes: ids.length,
+        manifestVersion: result.manifest.version,
+        applied: result.applied,
+      });
+    });
+}

@@ -1,0 +1,88 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { IndexWriter, LocalDirectoryStore } from '../../../layers/index/src/index.ts';
+import type { ChunkMeta } from '../../../layers/index/src/segment/types.ts';
+import { jsonLines, runCohort } from '../../helpers/cli.ts';
+import { tempDir } from '../../helpers/encoder.ts';
+
+const dims = 16;
+let root: string;
+let cleanup: () => Promise<void>;
+let data: string;
+
+/** 12 notes of 2 chunks each, patients p0..p2 (4 notes each), deterministic vectors. */
+function segmentInput() {
+  const n = 24;
+  const vectors = new Float32Array(n * dims).map(
+    (_, i) => Math.sin(i * 12.9898) * 0.5 + (i % dims === 0 ? 1 : 0),
+  );
+  const chunks: ChunkMeta[] = Array.from({ length: n }, (_, i) => ({
+    noteId: `n${Math.floor(i / 2)}`,
+    patientId: `p${Math.floor(i / 2) % 3}`,
+    section: 'history_of_present_illness',
+    start: (i % 2) * 50,
+    end: (i % 2) * 50 + 50,
+    tokens: 20,
+    assertions: [],
+    flags: [],
+  }));
+  return { vectors, chunks };
+}
+
+beforeAll(async () => {
+  ({ dir: root, cleanup } = await tempDir());
+  data = join(root, 'index');
+  await mkdir(join(root, 'work'));
+  const writer = new IndexWriter(new LocalDirectoryStore(data), {
+    modelFingerprint: 'sha256:test-model',
+    dims,
+    workDir: join(root, 'work'),
+    M: 8,
+    efConstruction: 50,
+  });
+  await writer.addSegment(segmentInput(), { changeId: 'job-1' });
+});
+afterAll(() => cleanup());
+
+const env = () => ({ COHORT_CACHE_DIR: join(root, 'cache') });
+
+describe('cohort index', () => {
+  it('prints stats as one JSON line', async () => {
+    const out = await runCohort(['index', 'stats', '--data', data, '--json'], env());
+    expect(out.code, out.stderr).toBe(0);
+    expect(jsonLines(out.stdout)[0]).toMatchObject({
+      manifestVersion: 1,
+      segments: 1,
+      chunks: 24,
+      notes: 12,
+      patients: 3,
+      tombstones: 0,
+      model: { fingerprint: 'sha256:test-model' },
+    });
+  });
+
+  it("deletes a patient's notes by tombstones, once, and the stats show them gone", async () => {
+    const first = await runCohort(['index', 'delete', '--data', data, '--patient', 'p1'], env());
+    expect(first.code, first.stderr).toBe(0);
+    expect(jsonLines(first.stdout)[0]).toEqual({ deletedNotes: 4, manifestVersion: 2, applied: true });
+    const again = await runCohort(['index', 'delete', '--data', data, '--patient', 'p1'], env());
+    expect(jsonLines(again.stdout)[0]).toEqual({ deletedNotes: 4, manifestVersion: 2, applied: false });
+    const note = await runCohort(['index', 'delete', '--data', data, '--note', 'n0'], env());
+    expect(jsonLines(note.stdout)[0]).toMatchObject({ deletedNotes: 1, manifestVersion: 3 });
+    const stats = await runCohort(['index', 'stats', '--data', data, '--json'], env());
+    expect(jsonLines(stats.stdout)[0]).toMatchObject({
+      manifestVersion: 3,
+      chunks: 14,
+      notes: 7,
+      patients: 2,
+      tombstones: 5,
+    });
+  });
+
+  it('asks for ids when none are given', async () => {
+    const out = await runCohort(['index', 'delete', '--data', data], env());
+    expect(out.code).not.toBe(0);
+    expect(out.stderr).toMatch(/name --note or --patient/);
+  });
+});
