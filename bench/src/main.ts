@@ -1,9 +1,14 @@
 // `npm run bench -- <name>…` runs the named benchmarks (all when none is named). Each prints a
 // table, then one JSON line last.
 import { runEncoderBench } from './encoder.ts';
+import { runIndexBench } from './index-bench.ts';
 import { runNotesBench } from './notes.ts';
 
-const benches: Record<string, () => Promise<void>> = { encoder: runEncoderBench, notes: runNotesBench };
+const benches: Record<string, () => Promise<void>> = {
+  encoder: runEncoderBench,
+  index: runIndexBench,
+  notes: runNotesBench,
+};
 const names = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 for (const name of names.length ? names : Object.keys(benches)) {
   const bench = benches[name];
