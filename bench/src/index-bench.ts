@@ -2,6 +2,7 @@ import { rm, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { seededUniform } from '@cohort/encoder';
 import {
   buildSegment,
   buildSegments,
@@ -27,17 +28,7 @@ const WORKERS = 2;
 const EFS = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256];
 const FINGERPRINT = 'bench-synthetic';
 
-/** Seeded uniform [0, 1) (mulberry32). */
-function uniform(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const uniform = seededUniform;
 
 /** Seeded standard normal (Box–Muller). */
 function gaussian(seed: number): () => number {

@@ -40,18 +40,24 @@ export const BERT_BASE_CONFIG: BertConfig = {
 };
 
 /**
- * A small seeded generator (mulberry32 + Box-Muller): the same seed gives the same weights on every
- * machine, since it uses only 32-bit integer arithmetic and Math.log/sqrt/cos.
+ * A seeded uniform generator on [0, 1) (mulberry32): the same seed gives the same sequence on
+ * every machine, since it uses only 32-bit integer arithmetic. Used for fixtures and synthetic
+ * benchmark data.
  */
-export function seededNormal(seed: number): () => number {
+export function seededUniform(seed: number): () => number {
   let state = seed >>> 0;
-  const uniform = (): number => {
+  return () => {
     state = (state + 0x6d2b79f5) >>> 0;
     let t = state;
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A seeded standard normal generator: {@link seededUniform} through Box-Muller (Math.log/sqrt/cos). */
+export function seededNormal(seed: number): () => number {
+  const uniform = seededUniform(seed);
   return () => {
     const u = 1 - uniform();
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());

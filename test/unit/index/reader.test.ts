@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seededUniform } from '../../../layers/encoder/src/fixture.ts';
 import { IntegrityError } from '../../../layers/index/src/errors.ts';
 import {
   type IndexHit,
@@ -24,16 +25,7 @@ const n = clusters * perCluster; // 400 chunks, 5 per note, 10 notes per cluster
 let root: string;
 let dirs = 0;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededUniform;
 
 function unit(v: Float32Array): Float32Array {
   let s = 0;

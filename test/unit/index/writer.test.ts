@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seededUniform } from '../../../layers/encoder/src/fixture.ts';
 import { CommitConflictError, IntegrityError } from '../../../layers/index/src/errors.ts';
 import { ManifestStore } from '../../../layers/index/src/manifest.ts';
 import { sha256 } from '../../../layers/index/src/segment/hash.ts';
@@ -14,16 +15,7 @@ const model = 'sha256:model-a';
 let root: string;
 let dirs = 0;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededUniform;
 
 function input(n: number, seed: number, notePrefix = 'n') {
   const r = rng(seed);

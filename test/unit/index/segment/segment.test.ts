@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { seededUniform } from '../../../../layers/encoder/src/fixture.ts';
 import {
   buildSegment,
   buildSegments,
@@ -13,17 +14,7 @@ import {
   type SegmentDescriptor,
 } from '../../../../layers/index/src/segment/index.ts';
 
-/** Deterministic PRNG (mulberry32) and a standard normal from it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededUniform;
 
 /** n unit vectors around `clusters` random centres (synthetic; real ClinicalBERT vectors are not available). */
 function clustered(n: number, dims: number, clusters: number, seed: number, spread = 0.35): Float32Array {
