@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { defaultCacheDir, type EncoderLogger } from '@cohort/encoder';
-import { IndexReader, ManifestStore, openStore } from '@cohort/index';
+import { compact, IndexReader, ManifestStore, openStore, verify } from '@cohort/index';
 import type { Command } from 'commander';
 import { printJson } from './output.ts';
 
@@ -10,7 +11,7 @@ function cacheFor(location: string): string {
   return join(defaultCacheDir(), 'index', createHash('sha256').update(location).digest('hex').slice(0, 16));
 }
 
-/** Adds `cohort index stats` and `cohort index delete` to the program. */
+/** Adds `cohort index stats`, `verify`, `compact` and `delete` to the program. */
 export function registerIndexCommands(program: Command, logger: () => EncoderLogger): void {
   const index = program.command('index').description('inspect and change an index');
 
@@ -31,6 +32,41 @@ export function registerIndexCommands(program: Command, logger: () => EncoderLog
       for (const [key, value] of Object.entries(stats)) {
         process.stdout.write(`${key}: ${typeof value === 'object' ? JSON.stringify(value) : value}\n`);
       }
+    });
+
+  index
+    .command('verify')
+    .description('check every file of every segment; exit 0 only if all is sound, else print what is not')
+    .requiredOption('--data <dir-or-s3-uri>', 'index location: a directory, or s3://bucket/prefix')
+    .action(async (opts: { data: string }) => {
+      const cacheDir = cacheFor(opts.data);
+      await mkdir(cacheDir, { recursive: true });
+      const report = await verify(openStore(opts.data), { cacheDir });
+      for (const problem of report.problems) process.stdout.write(`${problem}\n`);
+      printJson({ ok: report.ok, segments: report.segments, problems: report.problems.length });
+      if (!report.ok) process.exitCode = 1;
+    });
+
+  index
+    .command('compact')
+    .description('merge small segments (tiered policy), dropping the chunks of deleted notes')
+    .requiredOption('--data <dir-or-s3-uri>', 'index location: a directory, or s3://bucket/prefix')
+    .action(async (opts: { data: string }) => {
+      const cacheDir = cacheFor(opts.data);
+      const workDir = join(cacheDir, 'work');
+      await mkdir(workDir, { recursive: true });
+      const result = await compact(openStore(opts.data), { cacheDir, workDir });
+      logger().info('index compacted', {
+        merges: result.merges.length,
+        mergedSegments: result.mergedSegments,
+        removedChunks: result.removedChunks,
+        manifestVersion: result.manifestVersion,
+      });
+      printJson({
+        merged: result.mergedSegments,
+        removedChunks: result.removedChunks,
+        manifestVersion: result.manifestVersion,
+      });
     });
 
   index

@@ -1,7 +1,7 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IndexWriter, LocalDirectoryStore } from '../../../layers/index/src/index.ts';
+import { IndexWriter, LocalDirectoryStore, segmentKey } from '../../../layers/index/src/index.ts';
 import type { ChunkMeta } from '../../../layers/index/src/segment/types.ts';
 import { jsonLines, runCohort } from '../../helpers/cli.ts';
 import { tempDir } from '../../helpers/encoder.ts';
@@ -84,5 +84,68 @@ describe('cohort index', () => {
     const out = await runCohort(['index', 'delete', '--data', data], env());
     expect(out.code).not.toBe(0);
     expect(out.stderr).toMatch(/name --note or --patient/);
+  });
+});
+
+describe('cohort index verify and compact', () => {
+  let small: string;
+  let segmentIds: string[];
+
+  beforeAll(async () => {
+    small = join(root, 'small-segments');
+    await mkdir(join(root, 'work-small'));
+    const writer = new IndexWriter(new LocalDirectoryStore(small), {
+      modelFingerprint: 'sha256:test-model',
+      dims,
+      workDir: join(root, 'work-small'),
+      M: 8,
+      efConstruction: 50,
+    });
+    const { vectors, chunks } = segmentInput();
+    segmentIds = [];
+    for (let s = 0; s < 4; s++) {
+      const r = await writer.addSegment(
+        {
+          vectors: vectors.slice(s * 6 * dims, (s + 1) * 6 * dims),
+          chunks: chunks.slice(s * 6, (s + 1) * 6),
+        },
+        { changeId: `job-${s}` },
+      );
+      segmentIds.push(r.descriptor!.id);
+    }
+    await writer.deleteNotes(['n0', 'n5'], 'delete-1');
+  });
+
+  it('verify exits 1 while chunks of deleted notes are stored; compact drops them; verify then exits 0', async () => {
+    const pending = await runCohort(['index', 'verify', '--data', small], env());
+    expect(pending.code).toBe(1);
+    expect(pending.stdout).toMatch(/4 chunks of deleted notes/);
+
+    const compacted = await runCohort(['index', 'compact', '--data', small], env());
+    expect(compacted.code, compacted.stderr).toBe(0);
+    expect(jsonLines(compacted.stdout)).toEqual([{ merged: 4, removedChunks: 4, manifestVersion: 6 }]);
+
+    const sound = await runCohort(['index', 'verify', '--data', small], env());
+    expect(sound.code, sound.stdout + sound.stderr).toBe(0);
+    expect(jsonLines(sound.stdout)).toEqual([{ ok: true, segments: 1, problems: 0 }]);
+  });
+
+  it('verify exits non-zero on a corrupted store and prints what is wrong', async () => {
+    const corrupt = join(root, 'corrupt');
+    await mkdir(join(root, 'work-corrupt'));
+    const writer = new IndexWriter(new LocalDirectoryStore(corrupt), {
+      modelFingerprint: 'sha256:test-model',
+      dims,
+      workDir: join(root, 'work-corrupt'),
+      M: 8,
+      efConstruction: 50,
+    });
+    const r = await writer.addSegment(segmentInput(), { changeId: 'job-1' });
+    await writeFile(join(corrupt, segmentKey(r.descriptor!.id, 'graph.hnsw')), 'garbage');
+    const out = await runCohort(['index', 'verify', '--data', corrupt], env());
+    expect(out.code).not.toBe(0);
+    const lines = out.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(new RegExp(`segment ${r.descriptor!.id}: graph.hnsw: 7 bytes`));
+    expect(JSON.parse(lines.at(-1)!)).toEqual({ ok: false, segments: 1, problems: 1 });
   });
 });
