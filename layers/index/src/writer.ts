@@ -4,7 +4,7 @@
  * supersedes. Deletes commit tombstones only. Every call is idempotent by its change id.
  */
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IntegrityError, PreconditionFailedError } from './errors.ts';
@@ -102,6 +102,7 @@ export class IndexWriter {
     const { changeId } = options;
     const before = await this.manifests.latest();
     if (before?.commits.includes(changeId)) return { manifest: before, applied: false, retries: 0 };
+    await mkdir(this.workDir, { recursive: true });
     const dir = await mkdtemp(join(this.workDir, 'cohort-segment-'));
     try {
       const descriptor = await buildSegment(input, {

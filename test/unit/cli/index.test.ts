@@ -33,7 +33,6 @@ function segmentInput() {
 beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir());
   data = join(root, 'index');
-  await mkdir(join(root, 'work'));
   const writer = new IndexWriter(new LocalDirectoryStore(data), {
     modelFingerprint: 'sha256:test-model',
     dims,
