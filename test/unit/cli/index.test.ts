@@ -1,12 +1,14 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { IndexWriter, LocalDirectoryStore, segmentKey } from '../../../layers/index/src/index.ts';
+import { segmentKey } from '../../../layers/index/src/index.ts';
 import type { ChunkMeta } from '../../../layers/index/src/segment/types.ts';
 import { jsonLines, runCohort } from '../../helpers/cli.ts';
 import { tempDir } from '../../helpers/encoder.ts';
+import { localIndex } from '../../helpers/index.ts';
 
 const dims = 16;
+const indexOptions = { dims, modelFingerprint: 'sha256:test-model' };
 let root: string;
 let cleanup: () => Promise<void>;
 let data: string;
@@ -32,14 +34,9 @@ function segmentInput() {
 
 beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir());
-  data = join(root, 'index');
-  const writer = new IndexWriter(new LocalDirectoryStore(data), {
-    modelFingerprint: 'sha256:test-model',
-    dims,
-    workDir: join(root, 'work'),
-    M: 8,
-    efConstruction: 50,
-  });
+  const index = localIndex(root, 'index', { ...indexOptions, fsync: true });
+  data = index.dir;
+  const writer = index.writer;
   await writer.addSegment(segmentInput(), { changeId: 'job-1' });
 });
 afterAll(() => cleanup());
@@ -91,15 +88,9 @@ describe('cohort index verify and compact', () => {
   let segmentIds: string[];
 
   beforeAll(async () => {
-    small = join(root, 'small-segments');
-    await mkdir(join(root, 'work-small'));
-    const writer = new IndexWriter(new LocalDirectoryStore(small), {
-      modelFingerprint: 'sha256:test-model',
-      dims,
-      workDir: join(root, 'work-small'),
-      M: 8,
-      efConstruction: 50,
-    });
+    const index = localIndex(root, 'small-segments', { ...indexOptions, fsync: true });
+    small = index.dir;
+    const writer = index.writer;
     const { vectors, chunks } = segmentInput();
     segmentIds = [];
     for (let s = 0; s < 4; s++) {
@@ -130,15 +121,7 @@ describe('cohort index verify and compact', () => {
   });
 
   it('verify exits non-zero on a corrupted store and prints what is wrong', async () => {
-    const corrupt = join(root, 'corrupt');
-    await mkdir(join(root, 'work-corrupt'));
-    const writer = new IndexWriter(new LocalDirectoryStore(corrupt), {
-      modelFingerprint: 'sha256:test-model',
-      dims,
-      workDir: join(root, 'work-corrupt'),
-      M: 8,
-      efConstruction: 50,
-    });
+    const { dir: corrupt, writer } = localIndex(root, 'corrupt', { ...indexOptions, fsync: true });
     const r = await writer.addSegment(segmentInput(), { changeId: 'job-1' });
     await writeFile(join(corrupt, segmentKey(r.descriptor!.id, 'graph.hnsw')), 'garbage');
     const out = await runCohort(['index', 'verify', '--data', corrupt], env());

@@ -6,11 +6,9 @@ import { seededUniform } from '../../../layers/encoder/src/fixture.ts';
 import { compact, planCompaction, tierOf } from '../../../layers/index/src/compaction.ts';
 import { type ManifestSegment, ManifestStore } from '../../../layers/index/src/manifest.ts';
 import { IndexReader } from '../../../layers/index/src/reader.ts';
-import type { ChunkMeta } from '../../../layers/index/src/segment/types.ts';
-import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
 import type { ObjectStore } from '../../../layers/index/src/store/types.ts';
 import { verify } from '../../../layers/index/src/verify.ts';
-import { IndexWriter } from '../../../layers/index/src/writer.ts';
+import { localIndex, syntheticSegment } from '../../helpers/index.ts';
 
 const dims = 16;
 const model = 'sha256:model-c';
@@ -19,10 +17,7 @@ let dirs = 0;
 
 /** n chunks of notes `<prefix>0..`, 2 chunks a note, random vectors. */
 function input(n: number, seed: number, prefix: string) {
-  const r = seededUniform(seed);
-  const vectors = new Float32Array(n * dims);
-  for (let i = 0; i < vectors.length; i++) vectors[i] = r() * 2 - 1;
-  const chunks: ChunkMeta[] = Array.from({ length: n }, (_, i) => ({
+  return syntheticSegment(n, dims, seed, (i) => ({
     noteId: `${prefix}${Math.floor(i / 2)}`,
     patientId: `p${i % 3}`,
     section: 'hpi',
@@ -33,19 +28,16 @@ function input(n: number, seed: number, prefix: string) {
     flags: [],
     source: { key: `notes/${prefix}${Math.floor(i / 2)}.txt`, sequencer: '0A' },
   }));
-  return { vectors, chunks };
 }
 
 /** An index of four segments of 10 chunks (notes a0..a4, b0..b4, c0..c4, d0..d4). */
 async function fresh(wrap?: (s: ObjectStore) => ObjectStore) {
   const n = dirs++;
-  const base = new LocalDirectoryStore(join(root, `store-${n}`), { fsync: false });
+  const { store: base, workDir, writer } = localIndex(root, `store-${n}`, { dims, modelFingerprint: model });
   const store = wrap ? wrap(base) : base;
-  const workDir = join(root, `work-${n}`);
   const cacheDir = join(root, `cache-${n}`);
   await mkdir(workDir, { recursive: true });
   await mkdir(cacheDir, { recursive: true });
-  const writer = new IndexWriter(base, { modelFingerprint: model, dims, workDir, M: 8, efConstruction: 50 });
   for (const [s, prefix] of ['a', 'b', 'c', 'd'].entries()) {
     await writer.addSegment(input(10, s + 1, prefix), { changeId: `job-${prefix}` });
   }

@@ -15,6 +15,7 @@ import type { AssertionKind, ChunkAssertion, ChunkMeta } from '../../../layers/i
 import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
 import { S3Store } from '../../../layers/index/src/store/s3.ts';
 import { IndexWriter, segmentKey } from '../../../layers/index/src/writer.ts';
+import { localIndex } from '../../helpers/index.ts';
 import { startConditionalS3Server } from '../../helpers/s3-conditional-server.ts';
 
 const dims = 32;
@@ -90,15 +91,10 @@ function chunksOf(prefix = ''): ChunkMeta[] {
 const vectors = () => clustered(42);
 
 async function fresh() {
-  const dir = join(root, `store-${dirs}`);
   const cacheDir = join(root, `cache-${dirs}`);
-  const workDir = join(root, `work-${dirs++}`);
-  await mkdir(workDir, { recursive: true });
-  const store = new LocalDirectoryStore(dir, { fsync: false });
-  const writer = new IndexWriter(store, {
-    modelFingerprint: model,
+  const { dir, store, writer } = localIndex(root, `store-${dirs++}`, {
     dims,
-    workDir,
+    modelFingerprint: model,
     M: 16,
     efConstruction: 100,
   });

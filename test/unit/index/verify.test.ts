@@ -2,21 +2,17 @@ import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { seededUniform } from '../../../layers/encoder/src/fixture.ts';
-import type { ChunkMeta } from '../../../layers/index/src/segment/types.ts';
 import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
 import { verify } from '../../../layers/index/src/verify.ts';
-import { IndexWriter, segmentKey } from '../../../layers/index/src/writer.ts';
+import { segmentKey } from '../../../layers/index/src/writer.ts';
+import { localIndex, syntheticSegment } from '../../helpers/index.ts';
 
 const dims = 16;
 let root: string;
 let dirs = 0;
 
 function input(n: number, seed: number) {
-  const r = seededUniform(seed);
-  const vectors = new Float32Array(n * dims);
-  for (let i = 0; i < vectors.length; i++) vectors[i] = r() * 2 - 1;
-  const chunks: ChunkMeta[] = Array.from({ length: n }, (_, i) => ({
+  return syntheticSegment(n, dims, seed, (i) => ({
     noteId: `s${seed}n${Math.floor(i / 2)}`,
     patientId: 'p0',
     section: 'hpi',
@@ -26,25 +22,14 @@ function input(n: number, seed: number) {
     assertions: [],
     flags: [],
   }));
-  return { vectors, chunks };
 }
 
 /** An index of two segments; returns their ids. */
 async function fresh() {
   const n = dirs++;
-  const dir = join(root, `store-${n}`);
+  const { dir, store, writer } = localIndex(root, `store-${n}`, { dims, modelFingerprint: 'sha256:m' });
   const cacheDir = join(root, `cache-${n}`);
-  const work = join(root, `work-${n}`);
-  await mkdir(work, { recursive: true });
   await mkdir(cacheDir, { recursive: true });
-  const store = new LocalDirectoryStore(dir, { fsync: false });
-  const writer = new IndexWriter(store, {
-    modelFingerprint: 'sha256:m',
-    dims,
-    workDir: work,
-    M: 8,
-    efConstruction: 50,
-  });
   const a = await writer.addSegment(input(8, 1), { changeId: 'job-1' });
   const b = await writer.addSegment(input(8, 2), { changeId: 'job-2' });
   return { dir, store, cacheDir, writer, ids: [a.descriptor!.id, b.descriptor!.id] as const };

@@ -2,26 +2,20 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { seededUniform } from '../../../layers/encoder/src/fixture.ts';
 import { CommitConflictError, IntegrityError } from '../../../layers/index/src/errors.ts';
 import { ManifestStore } from '../../../layers/index/src/manifest.ts';
 import { sha256 } from '../../../layers/index/src/segment/hash.ts';
-import type { ChunkMeta } from '../../../layers/index/src/segment/types.ts';
 import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
 import { IndexWriter, segmentKey } from '../../../layers/index/src/writer.ts';
+import { localIndex, syntheticSegment } from '../../helpers/index.ts';
 
 const dims = 32;
 const model = 'sha256:model-a';
 let root: string;
 let dirs = 0;
 
-const rng = seededUniform;
-
 function input(n: number, seed: number, notePrefix = 'n') {
-  const r = rng(seed);
-  const vectors = new Float32Array(n * dims);
-  for (let i = 0; i < vectors.length; i++) vectors[i] = r() * 2 - 1;
-  const chunks: ChunkMeta[] = Array.from({ length: n }, (_, i) => ({
+  return syntheticSegment(n, dims, seed, (i) => ({
     noteId: `${notePrefix}${Math.floor(i / 4)}`,
     patientId: `p${i % 3}`,
     section: 'hpi',
@@ -31,21 +25,16 @@ function input(n: number, seed: number, notePrefix = 'n') {
     assertions: [],
     flags: [],
   }));
-  return { vectors, chunks };
 }
 
 async function fresh() {
-  const dir = join(root, `store-${dirs++}`);
-  const work = join(root, `work-${dirs++}`);
-  await mkdir(work, { recursive: true });
-  const store = new LocalDirectoryStore(dir, { fsync: false });
-  const writer = new IndexWriter(store, {
-    modelFingerprint: model,
-    dims,
+  const {
+    dir,
     workDir: work,
-    M: 8,
-    efConstruction: 50,
-  });
+    store,
+    writer,
+  } = localIndex(root, `store-${dirs++}`, { dims, modelFingerprint: model });
+  await mkdir(work, { recursive: true });
   return { dir, work, store, writer, manifests: new ManifestStore(store) };
 }
 
