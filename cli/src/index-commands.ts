@@ -14,13 +14,16 @@ function cacheFor(location: string): string {
 /** Adds `cohort index stats`, `verify`, `compact` and `delete` to the program. */
 export function registerIndexCommands(program: Command, logger: () => EncoderLogger): void {
   const index = program.command('index').description('inspect and change an index');
+  // Every index command names the index location the same way.
+  const indexCommand = (name: string) =>
+    index
+      .command(name)
+      .requiredOption('--data <dir-or-s3-uri>', 'index location: a directory, or s3://bucket/prefix');
 
-  index
-    .command('stats')
+  indexCommand('stats')
     .description(
       'manifest version, segments, live chunks, notes, patients, tombstones, bytes and model fingerprint',
     )
-    .requiredOption('--data <dir-or-s3-uri>', 'index location: a directory, or s3://bucket/prefix')
     .option('--json', 'one JSON line', false)
     .action(async (opts: { data: string; json: boolean }) => {
       const reader = await IndexReader.open(openStore(opts.data), { cacheDir: cacheFor(opts.data) });
@@ -34,10 +37,8 @@ export function registerIndexCommands(program: Command, logger: () => EncoderLog
       }
     });
 
-  index
-    .command('verify')
+  indexCommand('verify')
     .description('check every file of every segment; exit 0 only if all is sound, else print what is not')
-    .requiredOption('--data <dir-or-s3-uri>', 'index location: a directory, or s3://bucket/prefix')
     .action(async (opts: { data: string }) => {
       const cacheDir = cacheFor(opts.data);
       await mkdir(cacheDir, { recursive: true });
@@ -47,10 +48,8 @@ export function registerIndexCommands(program: Command, logger: () => EncoderLog
       if (!report.ok) process.exitCode = 1;
     });
 
-  index
-    .command('compact')
+  indexCommand('compact')
     .description('merge small segments (tiered policy), dropping the chunks of deleted notes')
-    .requiredOption('--data <dir-or-s3-uri>', 'index location: a directory, or s3://bucket/prefix')
     .action(async (opts: { data: string }) => {
       const cacheDir = cacheFor(opts.data);
       const workDir = join(cacheDir, 'work');
@@ -69,12 +68,10 @@ export function registerIndexCommands(program: Command, logger: () => EncoderLog
       });
     });
 
-  index
-    .command('delete')
+  indexCommand('delete')
     .description(
       'delete notes, or every note of patients, by committing tombstones (compaction later drops the chunks)',
     )
-    .requiredOption('--data <dir-or-s3-uri>', 'index location: a directory, or s3://bucket/prefix')
     .option('--note <ids...>', 'note ids')
     .option('--patient <ids...>', 'patient ids: every note of theirs in the index')
     .action(async (opts: { data: string; note?: string[]; patient?: string[] }) => {
