@@ -16,6 +16,7 @@ import {
   readConfig,
   writeRandomBertCheckpoint,
 } from '@cohort/encoder';
+import { splitSections, splitSentences } from '@cohort/notes';
 import * as ort from 'onnxruntime-node';
 import { printTable, quantile, round } from './stats.ts';
 
@@ -173,16 +174,14 @@ export async function runEncoderBench(): Promise<void> {
   );
 }
 
-/**
- * Sentences from the example notes, split on line breaks and sentence-final punctuation: a rough
- * splitter is enough to get realistic lengths (the notes layer does the real splitting).
- */
+/** Sentences of the example notes, split by the notes layer as the embed pipeline splits them. */
 async function noteSentences(): Promise<string[]> {
   const out: string[] = [];
   for (const file of (await readdir(NOTES)).filter((f) => f !== 'SOURCE.md').sort()) {
     const text = await readFile(join(NOTES, file), 'utf8');
-    for (const line of text.split(/\r?\n/)) {
-      for (const s of line.split(/(?<=[.!?])\s+(?=[A-Z])/)) if (s.trim().length > 1) out.push(s.trim());
+    for (const section of splitSections(text)) {
+      for (const s of splitSentences(text, section.bodyStart, section.end))
+        out.push(text.slice(s.start, s.end));
     }
   }
   return out;
