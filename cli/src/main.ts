@@ -18,10 +18,13 @@ import {
 } from '@cohort/encoder';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { registerIndexCommands } from './index-commands.ts';
+import { registerIngestCommand } from './ingest.ts';
 import { createStderrLogger } from './log.ts';
 import { registerNotesCommands } from './notes.ts';
 import { parsePositiveInt, printJson } from './output.ts';
 import { createDownloadProgress } from './progress.ts';
+import { registerSearchCommands } from './search.ts';
+import { registerStartCommand } from './start.ts';
 
 const program = new Command('cohort')
   .description('Semantic cohort search over clinical notes (ClinicalBERT + HNSW)')
@@ -243,6 +246,9 @@ program
 
 registerNotesCommands(program, logger);
 registerIndexCommands(program, logger);
+registerIngestCommand(program, logger);
+registerSearchCommands(program, logger);
+registerStartCommand(program, logger);
 
 try {
   await program.parseAsync(process.argv);
