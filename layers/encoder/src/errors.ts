@@ -25,6 +25,9 @@ export class CheckpointContentError extends EncoderError {}
 /** A model bundle directory is incomplete or inconsistent (missing file, bad `model.json`, checksum). */
 export class BundleError extends EncoderError {}
 
+/** No model bundle is at hand and none can be downloaded (e.g. no network); the message names the options. */
+export class ModelUnavailableError extends EncoderError {}
+
 /** An execution provider was asked for by name and is not available on this machine. */
 export class ProviderUnavailableError extends EncoderError {}
 

@@ -16,6 +16,7 @@ export {
   quantizePerColumn,
 } from './onnx/bert.ts';
 export * from './reference.ts';
+export * from './resolve.ts';
 export * from './session.ts';
 export * from './tensor.ts';
 export * from './tokenizer.ts';
