@@ -4,5 +4,6 @@ export * from './manifest.ts';
 export * from './reader.ts';
 export * from './segment/index.ts';
 export * from './store/index.ts';
+export * from './texts.ts';
 export * from './verify.ts';
 export * from './writer.ts';
