@@ -144,7 +144,7 @@ export class LocalDirectoryStore implements ObjectStore {
       // a writer renames a new one over it meanwhile.
       const info = await fh.stat();
       if (!info.isFile()) return undefined;
-      return { size: info.size, etag: await hashHandle(fh) };
+      return { size: info.size, etag: await hashHandle(fh), lastModified: info.mtime };
     } finally {
       await fh.close();
     }

@@ -289,7 +289,11 @@ export class S3Store implements ObjectStore {
       const out = await this.retrying(() =>
         this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.fullKey(key) })),
       );
-      return { size: out.ContentLength ?? 0, etag: out.ETag ?? '' };
+      return {
+        size: out.ContentLength ?? 0,
+        etag: out.ETag ?? '',
+        ...(out.LastModified !== undefined && { lastModified: out.LastModified }),
+      };
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw this.wrap(error, `head '${key}'`);
@@ -465,7 +469,12 @@ export class S3Store implements ObjectStore {
       }
       for (const item of out.Contents ?? []) {
         if (item.Key === undefined) continue;
-        yield { key: item.Key.slice(base.length), size: item.Size ?? 0, etag: item.ETag ?? '' };
+        yield {
+          key: item.Key.slice(base.length),
+          size: item.Size ?? 0,
+          etag: item.ETag ?? '',
+          ...(item.LastModified !== undefined && { lastModified: item.LastModified }),
+        };
       }
       token = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (token !== undefined);

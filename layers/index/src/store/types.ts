@@ -14,6 +14,13 @@ export interface ObjectInfo {
    * its format differs between adapters (quoted MD5 on S3, sha256 hex locally).
    */
   readonly etag: string;
+  /**
+   * When the object was last written (the directory store: the file's mtime; S3: `LastModified`,
+   * whole seconds). Garbage collection compares it with its grace period, so that an object written
+   * moments ago (uploaded, not yet committed) is never taken for garbage. Optional so that other
+   * implementations of the interface stay valid; a store that leaves it out is never collected.
+   */
+  readonly lastModified?: Date;
 }
 
 /** One entry of {@link ObjectStore.list}. */

@@ -66,7 +66,7 @@ export function describeObjectStoreContract(
       const bytes = new Uint8Array(1000).map((_, i) => i % 256);
       const { etag } = await store.put('roundtrip/bin', bytes);
       expect(await store.get('roundtrip/bin')).toEqual(bytes);
-      expect(await store.head('roundtrip/bin')).toEqual({ size: 1000, etag });
+      expect(await store.head('roundtrip/bin')).toEqual({ size: 1000, etag, lastModified: expect.any(Date) });
       await store.put('roundtrip/text.json', '{"é":1}', { contentType: 'application/json' });
       expect(new TextDecoder().decode(await store.get('roundtrip/text.json'))).toBe('{"é":1}');
     });
@@ -100,7 +100,12 @@ export function describeObjectStoreContract(
       }
       const folder = await collect(store.list('list/a/'));
       expect(folder.map((o) => o.key)).toEqual(['list/a/1', 'list/a/2']);
-      expect(folder[0]).toEqual({ key: 'list/a/1', size: 8, etag: etags.get('list/a/1') });
+      expect(folder[0]).toEqual({
+        key: 'list/a/1',
+        size: 8,
+        etag: etags.get('list/a/1'),
+        lastModified: expect.any(Date),
+      });
       expect((await collect(store.list('list/a'))).map((o) => o.key)).toEqual([
         'list/a/1',
         'list/a/2',
@@ -113,6 +118,22 @@ export function describeObjectStoreContract(
         'list/b/1',
       ]);
       expect(await collect(store.list('nothing-here/'))).toEqual([]);
+    });
+
+    it('reports when each object was last written, in head and list alike', async () => {
+      // S3 keeps whole seconds: allow a second of rounding either side.
+      const before = Date.now() - 1000;
+      await store.put('modified/a', 'first');
+      const after = Date.now() + 1000;
+      const head = await store.head('modified/a');
+      const [listed] = await collect(store.list('modified/'));
+      for (const at of [head?.lastModified, listed?.lastModified]) {
+        expect(at).toBeInstanceOf(Date);
+        expect(at!.getTime()).toBeGreaterThanOrEqual(before);
+        expect(at!.getTime()).toBeLessThanOrEqual(after);
+      }
+      // Head (an HTTP date) and list (ISO 8601) may round differently, by under a second.
+      expect(Math.abs(listed!.lastModified!.getTime() - head!.lastModified!.getTime())).toBeLessThan(1000);
     });
 
     it('deletes, and deleting a missing key is not an error', async () => {
