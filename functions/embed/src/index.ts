@@ -1,1 +1,13 @@
-export {};
+export * from './commit.ts';
+export * from './config.ts';
+export * from './dispatcher.ts';
+export * from './errors.ts';
+export * from './events.ts';
+export * from './job.ts';
+export * from './ledger.ts';
+export * from './local.ts';
+export * from './quarantine.ts';
+export * from './queue.ts';
+export * from './sources.ts';
+export * from './spec.ts';
+export * from './submitter.ts';

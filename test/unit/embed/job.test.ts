@@ -1,0 +1,84 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runJob } from '../../../functions/embed/src/job.ts';
+import { collectFiles } from '../../../functions/embed/src/local.ts';
+import { LocalFileSource, localObjectRef } from '../../../functions/embed/src/sources.ts';
+import { jobReportKey, makeJobSpec } from '../../../functions/embed/src/spec.ts';
+import { Encoder } from '../../../layers/encoder/src/encoder.ts';
+import { IndexReader } from '../../../layers/index/src/reader.ts';
+import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
+import { NoteTextStore } from '../../../layers/index/src/texts.ts';
+import { chunksPerNote, writeNoteSet } from '../../helpers/embed.ts';
+import { tempDir, tinyBundle } from '../../helpers/encoder.ts';
+
+let root: { dir: string; cleanup: () => Promise<void> };
+let encoder: Encoder;
+
+beforeAll(async () => {
+  root = await tempDir('embed-job-');
+  encoder = await Encoder.load(await tinyBundle(root.dir), { provider: 'cpu', threads: 1 });
+});
+afterAll(async () => {
+  await encoder.close();
+  await root.cleanup();
+});
+
+describe('runJob on the directory store', () => {
+  it('indexes every note once, quarantines bad records, stores texts and writes a report', async () => {
+    const set = await writeNoteSet(join(root.dir, 'notes-a'));
+    const store = new LocalDirectoryStore(join(root.dir, 'index-a'), { fsync: false });
+    const refs = await Promise.all((await collectFiles([set.root])).map(localObjectRef));
+    const spec = makeJobSpec(join(root.dir, 'index-a'), refs);
+    const report = await runJob(spec, {
+      store,
+      source: new LocalFileSource(),
+      encoder,
+      partChunks: 8,
+      encodeBlock: 16,
+      M: 8,
+      efConstruction: 40,
+      workDir: join(root.dir, 'work'),
+    });
+    expect(report.objects).toBe(set.files.length);
+    expect(report.notes).toBe(set.noteIds.length);
+    expect(report.quarantined.map((q) => q.reason).sort()).toEqual(set.quarantineReasons);
+    expect(report.parts).toBeGreaterThan(1);
+    const stored = JSON.parse(new TextDecoder().decode(await store.get(jobReportKey(spec.id))));
+    expect(stored.chunks).toBe(report.chunks);
+    expect(Object.keys(stored.timings).sort()).toEqual(
+      ['build', 'commit', 'encode', 'encodeWaitingForInput', 'read', 'upload', 'wall'].sort(),
+    );
+
+    const { perNote, chunks } = await chunksPerNote(store, join(root.dir, 'cache-a'));
+    expect([...perNote.keys()].sort()).toEqual(set.noteIds);
+    expect(chunks).toBe(report.chunks);
+
+    // Search finds a note by its own chunk's text; the chunk names its source and the text store has it.
+    const reader = await IndexReader.open(store, { cacheDir: join(root.dir, 'cache-a2') });
+    const texts = new NoteTextStore(store);
+    const text = await readFile(join(set.root, 'patients', 'tp0', 'notes', 't0.txt'), 'utf8');
+    const [query] = (await encoder.embed([text.slice(0, 200)])).embeddings;
+    const hits = await reader.search(query!, { k: 50, exact: true });
+    const hit = hits.find((h) => h.chunk.noteId === 't0');
+    expect(hit?.chunk.source?.key).toBe(join(set.root, 'patients', 'tp0', 'notes', 't0.txt'));
+    expect(hit?.chunk.source?.sequencer).toMatch(/^[0-9A-F]+$/);
+    const stored0 = await texts.get({ noteId: 't0', source: hit!.chunk.source });
+    expect(stored0).toBe(text);
+  });
+
+  it('skips objects already indexed at the same version when run again', async () => {
+    const set = await writeNoteSet(join(root.dir, 'notes-b'), { files: 1, textNotes: 1 });
+    const store = new LocalDirectoryStore(join(root.dir, 'index-b'), { fsync: false });
+    const refs = await Promise.all((await collectFiles([set.root])).map(localObjectRef));
+    const spec = makeJobSpec(join(root.dir, 'index-b'), refs);
+    const options = { store, source: new LocalFileSource(), encoder, workDir: join(root.dir, 'work') };
+    const first = await runJob(spec, options);
+    const versions = await store.list('manifests/')[Symbol.asyncIterator]().next();
+    expect(versions.done).toBe(false);
+    const second = await runJob(spec, options);
+    expect(first.notes).toBe(set.noteIds.length);
+    expect(second.notes).toBe(0);
+    expect(second.skipped.indexed).toBe(set.files.length);
+  });
+});
