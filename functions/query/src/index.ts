@@ -1,1 +1,15 @@
-export {};
+export * from './audit.ts';
+export * from './cohort.ts';
+export * from './config.ts';
+export * from './errors.ts';
+export * from './evidence.ts';
+export * from './formats.ts';
+export * from './open.ts';
+export * from './openapi.ts';
+export * from './query-encoder.ts';
+export * from './router.ts';
+export * from './schemas.ts';
+export * from './searcher.ts';
+export * from './server.ts';
+export * from './service.ts';
+export * from './shards.ts';

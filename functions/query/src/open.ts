@@ -1,0 +1,99 @@
+/**
+ * Opening a query service from locations: the model bundle, the index (directory or S3), the audit
+ * store, and how the segments are held (in this process, local worker shards, or shard functions).
+ * Used by the Lambda handler (from the environment), `cohort search` and `cohort serve`.
+ */
+import { LambdaClient } from '@aws-sdk/client-lambda';
+import { Encoder, type EncoderLogger } from '@cohort/encoder';
+import { IndexReader, ModelMismatchError, NoteTextStore, type ObjectStore, openStore } from '@cohort/index';
+import { type AuditSink, StoreAuditSink } from './audit.ts';
+import { IndexUnavailableError } from './errors.ts';
+import { BatchingEmbedder } from './query-encoder.ts';
+import { type ChunkSearcher, LocalSearcher, ShardedSearcher } from './searcher.ts';
+import { QueryService } from './service.ts';
+import { LambdaShardClient, startLocalShards } from './shards.ts';
+
+/** How the segments are held. */
+export type ShardPlan =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'workers'; readonly count: number }
+  | { readonly kind: 'lambda'; readonly functions: readonly string[]; readonly client?: LambdaClient };
+
+/** Options of {@link openQueryService}. */
+export interface OpenQueryServiceOptions {
+  /** Model bundle directory. */
+  readonly modelDir: string;
+  /** The index: a directory or `s3://bucket/prefix`. */
+  readonly indexUri: string;
+  /** An already open index store (tests: S3 with a custom endpoint). Default `openStore(indexUri)`. */
+  readonly store?: ObjectStore;
+  /** Options of `openStore` for an `s3://` index, passed to worker shards too (plain data). */
+  readonly s3?: Record<string, unknown>;
+  /** Audit records: a sink, or a location (`s3://…` or a directory). */
+  readonly audit: AuditSink | string;
+  /** Local segment cache directory. */
+  readonly cacheDir: string;
+  /** Default `{ kind: 'none' }`. */
+  readonly shards?: ShardPlan;
+  readonly refreshIntervalMs?: number;
+  readonly maxInFlight?: number;
+  /** ONNX Runtime threads. Default: all cores. */
+  readonly threads?: number;
+  /** Query vectors cached. Default 256. */
+  readonly embeddingCache?: number;
+  readonly logger?: EncoderLogger;
+}
+
+/**
+ * Loads the model (int8 on the CPU) and the index once; returns a ready service.
+ * @throws IndexUnavailableError when the index holds another model or cannot be opened
+ */
+export async function openQueryService(options: OpenQueryServiceOptions): Promise<QueryService> {
+  const encoder = await Encoder.load(options.modelDir, {
+    provider: 'cpu',
+    ...(options.threads === undefined ? {} : { threads: options.threads }),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
+  const embedder = new BatchingEmbedder(encoder, {
+    ...(options.embeddingCache === undefined ? {} : { cacheSize: options.embeddingCache }),
+  });
+  const store = options.store ?? openStore(options.indexUri, options.s3 ? { s3: options.s3 } : {});
+  const plan = options.shards ?? { kind: 'none' };
+  let searcher: ChunkSearcher;
+  try {
+    if (plan.kind === 'workers') {
+      searcher = await startLocalShards({
+        indexUri: options.indexUri,
+        count: plan.count,
+        cacheRoot: options.cacheDir,
+        modelFingerprint: encoder.info.fingerprint,
+        ...(options.s3 ? { s3: options.s3 } : {}),
+      });
+    } else if (plan.kind === 'lambda') {
+      const client = plan.client ?? new LambdaClient({});
+      searcher = new ShardedSearcher(plan.functions.map((f) => new LambdaShardClient(client, f)));
+    } else {
+      const reader = await IndexReader.open(store, {
+        cacheDir: options.cacheDir,
+        modelFingerprint: encoder.info.fingerprint,
+      });
+      searcher = new LocalSearcher(reader);
+    }
+  } catch (error) {
+    await encoder.close();
+    if (error instanceof ModelMismatchError) throw new IndexUnavailableError(error.message, { cause: error });
+    throw new IndexUnavailableError(`the index cannot be opened: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  const audit = typeof options.audit === 'string' ? StoreAuditSink.open(options.audit) : options.audit;
+  return new QueryService({
+    embedder,
+    searcher,
+    texts: new NoteTextStore(store),
+    audit,
+    ...(options.refreshIntervalMs === undefined ? {} : { refreshIntervalMs: options.refreshIntervalMs }),
+    ...(options.maxInFlight === undefined ? {} : { maxInFlight: options.maxInFlight }),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
+}
