@@ -184,6 +184,8 @@ async function putOnce(store: ObjectStore, id: string, file: string, path: strin
         { cause: error },
       );
     }
+    // Rewrite the same bytes so the copy is young again for garbage collection's grace period (gc.ts).
+    await store.putFile(key, path);
   }
 }
 

@@ -1,5 +1,6 @@
 export * from './compaction.ts';
 export * from './errors.ts';
+export * from './gc.ts';
 export * from './manifest.ts';
 export * from './reader.ts';
 export * from './segment/index.ts';

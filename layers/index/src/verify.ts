@@ -7,11 +7,13 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { deletedNotes } from './gc.ts';
 import { isChunkLive, type Manifest, ManifestStore, type ManifestStoreOptions } from './manifest.ts';
 import { sha256, sha256File } from './segment/hash.ts';
 import { openSegment } from './segment/load.ts';
 import { SEGMENT_FILES } from './segment/types.ts';
 import type { ObjectStore } from './store/types.ts';
+import { noteTextPrefix } from './texts.ts';
 import { segmentKey } from './writer.ts';
 
 /** Options of {@link verify}. */
@@ -20,6 +22,11 @@ export interface VerifyOptions {
   readonly cacheDir: string;
   /** Options of the manifest store (key prefix). */
   readonly manifest?: ManifestStoreOptions;
+  /**
+   * Also look for stored texts (`NoteTextStore`) of deleted notes: notes the newest manifest
+   * tombstones that keep no live chunk. Default true.
+   */
+  readonly texts?: boolean;
 }
 
 /** What {@link verify} reports. */
@@ -34,6 +41,12 @@ export interface VerifyReport {
    * for a delete to count as verified.
    */
   readonly liveChunksOfDeletedNotes: number;
+  /**
+   * Deleted notes (tombstoned, no live chunk left) whose text is still stored: garbage collection
+   * deletes it once the grace period has passed. Must be 0 for a delete to count as verified.
+   * 0 when the check did not run (`texts: false`, or a segment could not be read).
+   */
+  readonly textsOfDeletedNotes: number;
   /** Version of the manifest checked (0 for an empty index). */
   readonly manifestVersion: number;
   /** Segments the manifest lists. */
@@ -54,13 +67,25 @@ export async function verify(store: ObjectStore, options: VerifyOptions): Promis
     manifest = await new ManifestStore(store, options.manifest).latest();
   } catch (error) {
     problems.push(`manifest: ${why(error)}`);
-    return { ok: false, problems, liveChunksOfDeletedNotes: 0, manifestVersion: 0, segments: 0 };
+    const none = { liveChunksOfDeletedNotes: 0, textsOfDeletedNotes: 0, manifestVersion: 0, segments: 0 };
+    return { ok: false, problems, ...none };
   }
-  if (!manifest) return { ok: true, problems, liveChunksOfDeletedNotes: 0, manifestVersion: 0, segments: 0 };
+  if (!manifest) {
+    return {
+      ok: true,
+      problems,
+      liveChunksOfDeletedNotes: 0,
+      textsOfDeletedNotes: 0,
+      manifestVersion: 0,
+      segments: 0,
+    };
+  }
   const tombstones = new Map(manifest.tombstones.map((t) => [t.noteId, t.version]));
   const root = join(options.cacheDir, `verify-${randomUUID()}`);
   let deadPresent = 0;
   const seen = new Set<string>();
+  // Note ids each segment holds; a segment missing here could not be read.
+  const noteIds = new Map<string, Set<string>>();
   try {
     for (const entry of manifest.segments) {
       const name = `segment ${entry.id}`;
@@ -140,9 +165,13 @@ export async function verify(store: ObjectStore, options: VerifyOptions): Promis
           problems.push(`${name}: holds ${segment.count} chunks, the manifest says ${entry.count}`);
         }
         const noteCol = segment.chunks.column('noteId');
+        const ids = new Set<string>();
         for (let i = 0; i < segment.count; i++) {
-          if (!isChunkLive(tombstones, segment.chunks.strings[noteCol[i]!]!, entry.addedIn)) deadPresent++;
+          const noteId = segment.chunks.strings[noteCol[i]!]!;
+          ids.add(noteId);
+          if (!isChunkLive(tombstones, noteId, entry.addedIn)) deadPresent++;
         }
+        noteIds.set(entry.id, ids);
       } catch (error) {
         problems.push(why(error));
       }
@@ -156,10 +185,31 @@ export async function verify(store: ObjectStore, options: VerifyOptions): Promis
       `${deadPresent} chunks of deleted notes are still stored in segments (hidden from search): run compaction`,
     );
   }
+  let textsLeft = 0;
+  if ((options.texts ?? true) && manifest.segments.every((s) => noteIds.has(s.id))) {
+    const deleted = await deletedNotes(manifest, async (id) => noteIds.get(id)!);
+    for (const noteId of deleted.keys()) {
+      try {
+        for await (const _ of store.list(noteTextPrefix(noteId))) {
+          textsLeft++;
+          break;
+        }
+      } catch (error) {
+        problems.push(`stored texts of deleted notes: ${why(error)}`);
+        break;
+      }
+    }
+  }
+  if (textsLeft > 0) {
+    problems.push(
+      `${textsLeft} deleted notes still have their text stored: run \`cohort index gc\` once the grace period has passed`,
+    );
+  }
   return {
     ok: problems.length === 0,
     problems,
     liveChunksOfDeletedNotes: deadPresent,
+    textsOfDeletedNotes: textsLeft,
     manifestVersion: manifest.version,
     segments: manifest.segments.length,
   };

@@ -163,6 +163,9 @@ export class IndexWriter {
           { cause: error },
         );
       }
+      // Rewrite the same bytes so the copy is young again: garbage collection spares files written
+      // within its grace period, and this one is about to be committed (see gc.ts).
+      await this.store.putFile(key, path);
     }
   }
 }

@@ -131,3 +131,52 @@ describe('cohort index verify and compact', () => {
     expect(JSON.parse(lines.at(-1)!)).toEqual({ ok: false, segments: 1, problems: 1 });
   });
 });
+
+describe('cohort index gc', () => {
+  it('keeps garbage within the grace period, reports it on a dry run, then deletes it', async () => {
+    const index = localIndex(root, 'gc', { ...indexOptions, fsync: true });
+    const { vectors, chunks } = segmentInput();
+    const half = (s: number) => ({
+      vectors: vectors.slice(s * 12 * dims, (s + 1) * 12 * dims),
+      chunks: chunks.slice(s * 12, (s + 1) * 12),
+    });
+    const a = await index.writer.addSegment(half(0), { changeId: 'job-a' });
+    await index.writer.addSegment(half(1), { changeId: 'job-b' });
+    await index.writer.manifests.commit({ id: 'drop-a', removeSegments: [a.descriptor!.id] });
+
+    const within = await runCohort(['index', 'gc', '--data', index.dir, '--json'], env());
+    expect(within.code, within.stderr).toBe(0);
+    expect(jsonLines(within.stdout)[0]).toMatchObject({
+      manifestVersion: 3,
+      deletedObjects: 0,
+      dryRun: false,
+    });
+
+    const args = ['index', 'gc', '--data', index.dir, '--grace', '0', '--keep', '1', '--json'];
+    const dry = await runCohort([...args, '--dry-run'], env());
+    expect(jsonLines(dry.stdout)[0]).toMatchObject({
+      dryRun: true,
+      deletedManifests: 2,
+      deletedSegments: 1,
+      deletedObjects: 6,
+      conflicts: 0,
+    });
+    const done = await runCohort(args, env());
+    expect(done.code, done.stderr).toBe(0);
+    expect(jsonLines(done.stdout)[0]).toMatchObject({
+      dryRun: false,
+      deletedManifests: 2,
+      deletedSegments: 1,
+    });
+    const sound = await runCohort(['index', 'verify', '--data', index.dir], env());
+    expect(jsonLines(sound.stdout)).toEqual([{ ok: true, segments: 1, problems: 0 }]);
+    const stats = await runCohort(['index', 'stats', '--data', index.dir, '--json'], env());
+    expect(jsonLines(stats.stdout)[0]).toMatchObject({ manifestVersion: 3, segments: 1, chunks: 12 });
+  });
+
+  it('refuses a grace period without a unit', async () => {
+    const out = await runCohort(['index', 'gc', '--data', data, '--grace', '60'], env());
+    expect(out.code).not.toBe(0);
+    expect(out.stderr).toMatch(/not a duration/);
+  });
+});

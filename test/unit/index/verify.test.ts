@@ -49,6 +49,7 @@ describe('verify', () => {
       ok: true,
       problems: [],
       liveChunksOfDeletedNotes: 0,
+      textsOfDeletedNotes: 0,
       manifestVersion: 2,
       segments: 2,
     });
