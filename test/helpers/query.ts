@@ -271,3 +271,34 @@ export function testIndexPaths(root: string, name: string) {
     cacheDir: join(root, `${name}-cache`),
   };
 }
+
+/** A built test index and the bundle to query it with. */
+export interface TestIndex {
+  readonly bundle: string;
+  readonly q: Float32Array;
+  readonly fingerprint: string;
+  readonly indexDir: string;
+  readonly cacheDir: string;
+  readonly auditDir: string;
+  readonly workDir: string;
+}
+
+/** Builds the tiny model bundle and the {@link standardNotes} index in a directory store under `root`. */
+export async function buildTestIndex(root: string, name = 'index'): Promise<TestIndex> {
+  const { tinyBundle } = await import('./encoder.ts');
+  const { LocalDirectoryStore } = await import('../../layers/index/src/store/local.ts');
+  const bundle = await tinyBundle(root, { variants: ['fp32', 'int8'] });
+  const { q, fingerprint } = await embedTestQuery(bundle);
+  const paths = testIndexPaths(root, name);
+  const store = new LocalDirectoryStore(paths.dir, { fsync: false });
+  await writeTestIndex(store, { q, fingerprint, notes: standardNotes(), workDir: paths.workDir });
+  return {
+    bundle,
+    q,
+    fingerprint,
+    indexDir: paths.dir,
+    cacheDir: paths.cacheDir,
+    workDir: paths.workDir,
+    auditDir: join(root, `${name}-audit`),
+  };
+}

@@ -53,6 +53,16 @@ const cleanText = (max: number, min = 1) =>
 const id = cleanText(LIMITS.idChars);
 const idList = (max: number) => z.array(id).max(max);
 
+/** Whether an ISO 8601 date or date-time names a real day and time (no 30 February, no 25:00). */
+function isRealDate(s: string): boolean {
+  const [y, m, d] = [Number(s.slice(0, 4)), Number(s.slice(5, 7)), Number(s.slice(8, 10))];
+  const day = new Date(Date.UTC(y, m - 1, d));
+  if (day.getUTCFullYear() !== y || day.getUTCMonth() !== m - 1 || day.getUTCDate() !== d) return false;
+  if (s.length === 10) return true;
+  const [hh, mm, ss] = [Number(s.slice(11, 13)), Number(s.slice(14, 16)), Number(s.slice(17, 19) || 0)];
+  return hh <= 23 && mm <= 59 && ss <= 59 && !Number.isNaN(Date.parse(s));
+}
+
 /** ISO 8601 calendar date, or date-time (compared as strings with the notes' dates). */
 const isoDate = z
   .string()
@@ -60,9 +70,7 @@ const isoDate = z
   .regex(/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?$/, {
     message: 'expected an ISO 8601 date (YYYY-MM-DD) or date-time',
   })
-  .refine((s) => !Number.isNaN(Date.parse(s.length === 10 ? `${s}T00:00:00Z` : s)), {
-    message: 'not a real date',
-  });
+  .refine(isRealDate, { message: 'not a real date' });
 
 /** Metadata filters: every given field must hold (AND); an empty list is ignored. */
 export const SearchFiltersSchema = z

@@ -12,7 +12,7 @@ import { userInfo } from 'node:os';
 import { extname, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EncoderLogger } from '@cohort/encoder';
-import { MethodNotAllowedError, NotFoundError, PayloadTooLargeError, type QueryError } from './errors.ts';
+import { MethodNotAllowedError, NotFoundError, PayloadTooLargeError } from './errors.ts';
 import { createRouter, errorResponse, type Router, type RouterResponse } from './router.ts';
 import { LIMITS } from './schemas.ts';
 import type { Identity, QueryService } from './service.ts';
@@ -73,18 +73,40 @@ function send(res: ServerResponse, r: RouterResponse, head = false): void {
   res.end(head ? undefined : r.body);
 }
 
-/** Reads a body up to the limit. @throws PayloadTooLargeError past it */
-async function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) throw new PayloadTooLargeError(limit);
-  const parts: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new PayloadTooLargeError(limit);
-    parts.push(chunk as Buffer);
-  }
-  return Buffer.concat(parts).toString('utf8');
+/**
+ * Reads a body up to the limit. Past it, rejects at once and lets the rest of the upload drain
+ * unread (the connection closes after the answer), so the client still gets its 413.
+ * @throws PayloadTooLargeError past the limit
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolveBody, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) {
+      req.resume();
+      reject(new PayloadTooLargeError(limit));
+      return;
+    }
+    const parts: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (chunk: Buffer) => {
+      if (over) return;
+      size += chunk.length;
+      if (size > limit) {
+        over = true;
+        parts.length = 0;
+        reject(new PayloadTooLargeError(limit));
+        return;
+      }
+      parts.push(chunk);
+    });
+    req.on('end', () => {
+      if (!over) resolveBody(Buffer.concat(parts).toString('utf8'));
+    });
+    req.on('error', (error) => {
+      if (!over) reject(error);
+    });
+  });
 }
 
 function sameToken(given: string, expected: string): boolean {
@@ -163,8 +185,9 @@ export async function createQueryServer(options: QueryServerOptions): Promise<Ru
     try {
       body = await readBody(req, LIMITS.bodyBytes);
     } catch (error) {
+      if (!(error instanceof PayloadTooLargeError)) return void res.destroy();
       res.setHeader('connection', 'close');
-      return send(res, errorResponse(error as QueryError));
+      return send(res, errorResponse(error));
     }
     const identity = identityOf(req);
     const headers: Record<string, string | undefined> = {};
