@@ -15,7 +15,12 @@
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type IngestSummary, ingestLocal, type JobProgress } from '@cohort/embed';
-import { type EncoderLogger, type ResolvedModel, resolveModelBundle } from '@cohort/encoder';
+import {
+  type EncoderLogger,
+  ModelUnavailableError,
+  type ResolvedModel,
+  resolveModelBundle,
+} from '@cohort/encoder';
 import { ManifestStore, openStore } from '@cohort/index';
 import { createQueryServer, openQueryService, type QueryService } from '@cohort/query';
 import { type Command, InvalidArgumentError } from 'commander';
@@ -246,6 +251,12 @@ export function registerStartCommand(program: Command, logger: () => EncoderLogg
         const model = await resolveModelBundle(settings.model, {
           onProgress: createDownloadProgress(process.stderr),
           onStage: (stage) => log.info('model import', { stage }),
+        }).catch((error: unknown) => {
+          if (!(error instanceof ModelUnavailableError)) throw error;
+          throw new ModelUnavailableError(
+            `${error.message}.\nTo try local mode without the hub: COHORT_MODEL=fixture npm start`,
+            { cause: error },
+          );
         });
         say(`cohort start: model ${model.info.fingerprint} (${model.origin}: ${model.dir})`);
         if (model.fixture) say(`\n${FIXTURE_WARNING}\n`);
