@@ -9,7 +9,9 @@
  * one function per shard with SHARD_INDEX and SHARD_COUNT, and names them in the API's
  * SHARD_FUNCTIONS).
  */
+import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { InvokeCommand, type InvokeCommandOutput, type LambdaClient } from '@aws-sdk/client-lambda';
 import {
@@ -132,6 +134,12 @@ function workerUrl(): URL {
   return new URL(`./shard-worker.${ext}`, import.meta.url);
 }
 
+/** The URL of tsx's register API, resolved from this package (so it works from any working directory). */
+function tsxApi(): string {
+  // require.resolve picks the CommonJS build; the ES module build sits beside it.
+  return pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
+}
+
 /** What the parent tells a shard worker at start. */
 export interface ShardWorkerData {
   readonly indexUri: string;
@@ -160,12 +168,15 @@ export class WorkerShardClient implements ShardClient {
 
   constructor(data: ShardWorkerData) {
     this.name = `worker-${data.shard}`;
-    const fromSources = workerUrl().pathname.endsWith('.ts');
-    this.worker = new Worker(workerUrl(), {
-      workerData: data,
-      // Running from TypeScript sources (CLI, tests): the worker needs the same loader.
-      ...(fromSources ? { execArgv: ['--import', 'tsx'] } : {}),
-    });
+    const url = workerUrl();
+    // From TypeScript sources (CLI, tests) the worker first registers the tsx loader, then loads
+    // its entry; a bundled build loads the .js entry directly.
+    this.worker = url.pathname.endsWith('.ts')
+      ? new Worker(
+          `import(${JSON.stringify(tsxApi())}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`,
+          { eval: true, workerData: data },
+        )
+      : new Worker(url, { workerData: data });
     let started: () => void = () => {};
     let failed: (e: Error) => void = () => {};
     this.ready = new Promise<void>((resolve, reject) => {

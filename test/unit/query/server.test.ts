@@ -257,7 +257,7 @@ describe('fuzzing', () => {
           'POST',
           '/v1/search',
           JSON.stringify({ query: TEST_QUERY }),
-          pick([{}, { authorization: `Bearer ${TOKEN}x` }, { authorization: TOKEN }]),
+          pick<Record<string, string>>([{}, { authorization: `Bearer ${TOKEN}x` }, { authorization: TOKEN }]),
         );
       } else {
         // A valid body under another content type.
