@@ -82,3 +82,40 @@ describe('runJob on the directory store', () => {
     expect(second.skipped.indexed).toBe(set.files.length);
   });
 });
+
+describe('runJob progress', () => {
+  it('logs counts, rates and an ETA every interval, never note text', async () => {
+    const set = await writeNoteSet(join(root.dir, 'notes-c'), { files: 4, notesPerFile: 3, textNotes: 4 });
+    const store = new LocalDirectoryStore(join(root.dir, 'index-c'), { fsync: false });
+    const refs = await Promise.all((await collectFiles([set.root])).map(localObjectRef));
+    const lines: { message: string; fields: Record<string, unknown> }[] = [];
+    const record = (message: string, ...extra: Record<string, unknown>[]) =>
+      lines.push({ message, fields: Object.assign({}, ...extra) });
+    const progress: number[] = [];
+    await runJob(makeJobSpec(join(root.dir, 'index-c'), refs), {
+      store,
+      source: new LocalFileSource(),
+      encoder,
+      partChunks: 4,
+      encodeBlock: 4,
+      workDir: join(root.dir, 'work'),
+      progressIntervalMs: 5,
+      logger: { info: record, warn: record, debug: record },
+      onProgress: (p) => progress.push(p.objectsDone),
+      // Slow the commits a little so that the job spans several progress intervals.
+      beforeCommit: () => new Promise((resolve) => setTimeout(resolve, 10)),
+    });
+    const ticks = lines.filter((l) => l.message === 'embed progress');
+    expect(ticks.length).toBeGreaterThan(1);
+    for (const t of ticks)
+      expect(t.fields).toMatchObject({
+        objects: expect.stringMatching(/^\d+\/\d+$/),
+        chunksPerSecond: expect.any(Number),
+      });
+    expect(ticks.some((t) => typeof t.fields['etaSeconds'] === 'number')).toBe(true);
+    expect(progress.at(-1)).toBe(refs.length);
+    const logged = JSON.stringify(lines);
+    expect(logged).not.toContain('denies chest pain');
+    expect(logged).not.toContain('apixaban');
+  });
+});
