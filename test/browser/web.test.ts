@@ -1,0 +1,243 @@
+/**
+ * The web page end to end in a real browser: Debian's Chromium driven by playwright-core, against
+ * the real local server (`createQueryServer`) over an index that the embed pipeline built from the
+ * example notes with the tiny fixture model. The fixture's rankings are meaningless, so the tests
+ * compare what the page shows with what the API answers, never with a hoped-for order.
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { EXAMPLE_NOTES_DIR } from '../../cli/src/start.ts';
+import { ingestLocal } from '../../functions/embed/src/local.ts';
+import { openQueryService } from '../../functions/query/src/open.ts';
+import type { SearchResponse } from '../../functions/query/src/schemas.ts';
+import { createQueryServer, type RunningQueryServer } from '../../functions/query/src/server.ts';
+import type { QueryService } from '../../functions/query/src/service.ts';
+import { resolveModelBundle } from '../../layers/encoder/src/resolve.ts';
+import { tempDir } from '../helpers/encoder.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const silent = { debug() {}, info() {}, warn() {} };
+const QUERY = 'new-onset atrial fibrillation after CABG discharged on apixaban';
+
+let cleanup: () => Promise<void>;
+let service: QueryService;
+let server: RunningQueryServer;
+let browser: Browser;
+let context: BrowserContext;
+let page: Page;
+/** Console errors and page errors of the current test (CSP violations show up here). */
+let problems: string[];
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM))
+    throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`);
+  let root: string;
+  ({ dir: root, cleanup } = await tempDir('cohort-web-'));
+  const model = await resolveModelBundle('fixture', { cacheDir: join(root, 'cache') });
+  const index = join(root, 'index');
+  await ingestLocal({
+    paths: [EXAMPLE_NOTES_DIR],
+    data: index,
+    model: model.dir,
+    workDir: join(root, 'work'),
+  });
+  service = await openQueryService({
+    modelDir: model.dir,
+    indexUri: index,
+    audit: join(root, 'audit'),
+    cacheDir: join(root, 'segments'),
+  });
+  server = await createQueryServer({ service, port: 0 });
+  // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.close();
+  await service?.close();
+  await cleanup?.();
+});
+
+beforeEach(async () => {
+  await context?.close();
+  context = await browser.newContext({ acceptDownloads: true });
+  page = await context.newPage();
+  problems = [];
+  page.on('console', (m) => {
+    // The browser asks for /favicon.ico, which the page does not have: that 404 is expected.
+    if (m.type() === 'error' && !m.location().url.endsWith('/favicon.ico')) problems.push(m.text());
+  });
+  page.on('pageerror', (e) => problems.push(e.message));
+  await page.goto(`${server.url}/`);
+});
+
+/** What the API answers for a search body, straight from the server. */
+async function api(body: Record<string, unknown>): Promise<SearchResponse> {
+  const r = await fetch(`${server.url}/v1/search`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  expect(r.status).toBe(200);
+  return (await r.json()) as SearchResponse;
+}
+
+async function search(query: string, k?: number): Promise<void> {
+  if (k !== undefined) await page.getByLabel('Patients to return').fill(String(k));
+  await page.getByLabel('Describe the patients you are looking for').fill(query);
+  await page.getByLabel('Describe the patients you are looking for').press('Enter');
+  await expect.poll(() => page.locator('#result-count').textContent()).toMatch(/found\.$/);
+}
+
+/** The patient ids of the table, top to bottom. */
+function tablePatients(): Promise<string[]> {
+  return page.locator('#cohort-body tr.patient-row th').allTextContents();
+}
+
+describe('web page', () => {
+  it('shows the health line of the server', async () => {
+    const fingerprint = (await (await fetch(`${server.url}/v1/health`)).json()).model.fingerprint as string;
+    await expect
+      .poll(() => page.locator('#health').textContent())
+      .toBe(
+        `Model ${fingerprint.slice(0, 'sha256:'.length + 12)}… · index version 1 · ${(await service.health()).chunks} chunks · cold`,
+      );
+  });
+
+  it('answers a typed query with the cohort the API gives, rank by rank', async () => {
+    await search(QUERY, 5);
+    const expected = await api({ query: QUERY, k: 5 });
+    expect(await page.locator('#result-count').textContent()).toBe('5 patients found.');
+    expect(await tablePatients()).toEqual(expected.cohort.map((p) => p.patientId));
+    const first = page.locator('#cohort-body tr.patient-row').first();
+    const cells = await first.locator('td, th').allTextContents();
+    const top = expected.cohort[0]!;
+    expect(cells.slice(0, 4)).toEqual([
+      '1',
+      top.patientId,
+      top.score.toFixed(3),
+      String(new Set(top.evidence.map((e) => e.noteId)).size),
+    ]);
+    expect(problems).toEqual([]);
+  });
+
+  it('opens and closes evidence from the keyboard, with the matching span highlighted', async () => {
+    await search(QUERY, 5);
+    const expected = await api({ query: QUERY, k: 5 });
+    // Tab from the last export button reaches the first row's evidence button.
+    await page.getByRole('button', { name: 'Download FHIR Group' }).focus();
+    await page.keyboard.press('Tab');
+    const firstButton = page.locator('#cohort-body button.expand').first();
+    await expect.poll(() => firstButton.evaluate((b) => b === document.activeElement)).toBe(true);
+    expect(await firstButton.getAttribute('aria-expanded')).toBe('false');
+    await page.keyboard.press('Enter');
+    expect(await firstButton.getAttribute('aria-expanded')).toBe('true');
+    const detail = page.locator(`#${await firstButton.getAttribute('aria-controls')}`);
+    expect(await detail.isVisible()).toBe(true);
+
+    const evidence = expected.cohort[0]!.evidence;
+    const items = detail.locator('li.evidence');
+    expect(await items.count()).toBe(evidence.length);
+    for (const [i, e] of evidence.entries()) {
+      const item = items.nth(i);
+      expect(await item.locator('.note-type').textContent()).toBe(`Note type: ${e.noteType}`);
+      expect(await item.locator('.note-date').textContent()).toBe(`Date: ${e.noteDate}`);
+      expect(await item.locator('.badge').textContent()).toBe(e.assertion);
+      expect(await item.locator('blockquote').textContent()).toBe(e.snippet);
+      const marks = await item.locator('mark').allTextContents();
+      expect(marks).toEqual(e.highlights.map(([s, end]) => e.snippet!.slice(s, end)));
+    }
+
+    // Arrow down moves to the next row's button; Space opens it; Enter on the first closes it.
+    await page.keyboard.press('ArrowDown');
+    const second = page.locator('#cohort-body button.expand').nth(1);
+    await expect.poll(() => second.evaluate((b) => b === document.activeElement)).toBe(true);
+    await page.keyboard.press('Space');
+    expect(await second.getAttribute('aria-expanded')).toBe('true');
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('Enter');
+    expect(await firstButton.getAttribute('aria-expanded')).toBe('false');
+    expect(await detail.isVisible()).toBe(false);
+    expect(problems).toEqual([]);
+  });
+
+  it('downloads the cohort on screen as CSV and as a FHIR Group', async () => {
+    await search(QUERY, 4);
+    const shown = await tablePatients();
+
+    const [csvDownload] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download CSV' }).click(),
+    ]);
+    const csv = await readFile((await csvDownload.path())!, 'utf8');
+    expect(csvDownload.suggestedFilename()).toMatch(/\.csv$/);
+    const lines = csv.trim().split(/\r?\n/);
+    expect(lines[0]).toMatch(/^rank,patientId,score,/);
+    expect(lines).toHaveLength(shown.length + 1);
+    expect(lines.slice(1).map((l) => l.split(',').slice(0, 2))).toEqual(
+      shown.map((p, i) => [String(i + 1), p]),
+    );
+
+    const [fhirDownload] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download FHIR Group' }).click(),
+    ]);
+    const group = JSON.parse(await readFile((await fhirDownload.path())!, 'utf8')) as {
+      resourceType: string;
+      actual: boolean;
+      member: { entity: { reference: string } }[];
+    };
+    expect(group.resourceType).toBe('Group');
+    expect(group.actual).toBe(true);
+    expect(group.member.map((m) => m.entity.reference)).toEqual(shown.map((p) => `Patient/${p}`));
+    expect(await page.locator('#result-count').textContent()).toMatch(/Downloaded .+\.json\.$/);
+    expect(problems).toEqual([]);
+  });
+
+  it('sends the filters: only discharge summaries, any assertion, leaving a section out', async () => {
+    await page.getByLabel('Note types').fill('Discharge summary');
+    await page.getByLabel('Any mention, whatever its assertion').check();
+    await page.getByLabel('Leave out these sections').selectOption(['family_history']);
+    await search(QUERY);
+    const expected = await api({
+      query: QUERY,
+      k: 50,
+      assertion: 'any',
+      filters: { noteTypes: ['Discharge summary'], sections: { exclude: ['family_history'] } },
+    });
+    const shown = await tablePatients();
+    expect(shown).toEqual(expected.cohort.map((p) => p.patientId));
+    // The example notes hold discharge summaries of these four patients only.
+    expect([...shown].sort()).toEqual(['medspacy-p1', 'syn-p01', 'syn-p02', 'syn-p04']);
+    for (const button of await page.locator('#cohort-body button.expand').all()) await button.click();
+    const types = await page.locator('#cohort-body .note-type').allTextContents();
+    expect(new Set(types)).toEqual(new Set(['Note type: Discharge summary']));
+    const sections = await page.locator('#cohort-body .section').allTextContents();
+    expect(sections).not.toContain('Section: Family history');
+  });
+
+  it("shows the API's field errors and marks the field, in an alert", async () => {
+    await search(QUERY, 3);
+    // A control character passes the page's own checks; the API refuses it.
+    await page.getByLabel('Describe the patients you are looking for').fill('atrial\u0001fibrillation');
+    await page.getByRole('button', { name: 'Search' }).click();
+    const error = page.getByRole('alert').filter({ hasText: 'query' });
+    await expect.poll(() => error.textContent()).toMatch(/query: .*control character/);
+    expect(
+      await page.getByLabel('Describe the patients you are looking for').getAttribute('aria-invalid'),
+    ).toBe('true');
+    expect(await page.locator('#result-count').textContent()).toBe('The search failed.');
+  });
+
+  it('says what is missing before sending a search that cannot succeed', async () => {
+    await page.getByRole('button', { name: 'Search' }).click();
+    await expect
+      .poll(() => page.locator('#error').textContent())
+      .toContain('Describe the patients to search for.');
+    await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('query');
+  });
+});
