@@ -19,6 +19,7 @@ import { resolveModelBundle } from '../../layers/encoder/src/resolve.ts';
 import { tempDir } from '../helpers/encoder.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
+/** Quiet test output; the server logs ids and counts only anyway. */
 const silent = { debug() {}, info() {}, warn() {} };
 const QUERY = 'new-onset atrial fibrillation after CABG discharged on apixaban';
 
@@ -43,12 +44,14 @@ beforeAll(async () => {
     data: index,
     model: model.dir,
     workDir: join(root, 'work'),
+    logger: silent,
   });
   service = await openQueryService({
     modelDir: model.dir,
     indexUri: index,
     audit: join(root, 'audit'),
     cacheDir: join(root, 'segments'),
+    logger: silent,
   });
   server = await createQueryServer({ service, port: 0 });
   // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
