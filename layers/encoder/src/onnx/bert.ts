@@ -79,19 +79,43 @@ export function buildBertOnnx(weights: BertWeights, options: BuildBertOnnxOption
   let x: string;
   let additiveMask = '';
   let maskInt32 = '';
-  if (kind === 'plain') {
-    const word = g.float32('word_embeddings', [c.vocab_size, hidden], weights.wordEmbeddings);
-    const pos = g.float32('position_embeddings', [c.max_position_embeddings, hidden], positionPlusType);
+  let attentionBias = '';
+  // Embeddings from standard ops: Gather, Add, LayerNormalization.
+  const standardEmbeddings = (init: FloatInitializer): string => {
+    const word = init('word_embeddings', [c.vocab_size, hidden], weights.wordEmbeddings);
+    const pos = init('position_embeddings', [c.max_position_embeddings, hidden], positionPlusType);
     const shape = g.op('Shape', [ONNX_IO.inputIds]);
     const seqLen = g.op('Gather', [shape, g.int64('one_index', [], [1])], { axis: { i: 0 } });
     const positions = g.op('Range', [g.int64('zero', [], [0]), seqLen, g.int64('one', [], [1])]);
     const summed = g.op('Add', [g.op('Gather', [word, ONNX_IO.inputIds]), g.op('Gather', [pos, positions])]);
-    x = layerNorm(g, summed, weights.embeddingLayerNorm, 'embeddings', eps, f32);
+    return layerNorm(g, summed, weights.embeddingLayerNorm, 'embeddings', eps, init);
+  };
+  if (kind === 'plain') {
+    x = standardEmbeddings(f32);
     // (1 - mask) * -10000, shaped [batch, 1, 1, sequence] to broadcast over heads and queries.
     const maskFloat = g.op('Cast', [ONNX_IO.attentionMask], { to: { i: DataType.FLOAT } });
     const inverted = g.op('Sub', [g.float32('one_f', [], Float32Array.of(1)), maskFloat]);
     const scaled = g.op('Mul', [inverted, g.float32('mask_filter', [], Float32Array.of(MASK_FILTER_VALUE))]);
     additiveMask = g.op('Unsqueeze', [scaled, g.int64('mask_axes', [2], [1, 2])]);
+  } else if (fp16) {
+    // The GPU graph keeps to ops that both GPU providers run: ONNX Runtime 1.30's WebGPU provider has
+    // no EmbedLayerNormalization or Attention kernel, and placing them on the CPU cost 94% of a
+    // BERT-base batch on an H200 (the ops themselves plus copies between host and device).
+    // WebGPU's MultiHeadAttention has no key_padding_mask either: the mask goes in as an additive
+    // attention bias, (1 - mask) * -10000 shaped [batch, 1, sequence, sequence] (the op broadcasts
+    // only its first two dimensions), computed once and shared by every layer.
+    const maskHalf = g.op('Cast', [ONNX_IO.attentionMask], { to: { i: DataType.FLOAT16 } });
+    const inverted = g.op('Sub', [float('one_h', [], Float32Array.of(1)), maskHalf]);
+    const scaled = g.op('Mul', [inverted, float('mask_filter', [], Float32Array.of(MASK_FILTER_VALUE))]);
+    const rowBias = g.op('Unsqueeze', [scaled, g.int64('mask_axes', [2], [1, 2])]);
+    const idsShape = g.op('Shape', [ONNX_IO.inputIds]);
+    const batchDim = g.op('Gather', [idsShape, g.int64('batch_index', [1], [0])], { axis: { i: 0 } });
+    const seqDim = g.op('Gather', [idsShape, g.int64('seq_index', [1], [1])], { axis: { i: 0 } });
+    const biasShape = g.op('Concat', [batchDim, g.int64('one_dim', [1], [1]), seqDim, seqDim], {
+      axis: { i: 0 },
+    });
+    attentionBias = g.op('Expand', [rowBias, biasShape]);
+    x = standardEmbeddings(float);
   } else {
     maskInt32 = g.op('Cast', [ONNX_IO.attentionMask], { to: { i: DataType.INT32 } });
     const ids32 = g.op('Cast', [ONNX_IO.inputIds], { to: { i: DataType.INT32 } });
@@ -146,11 +170,33 @@ export function buildBertOnnx(weights: BertWeights, options: BuildBertOnnxOption
         return withBias ? g.op('Add', [mm, float(`${name}_bias`, [lin.outFeatures], lin.bias)]) : mm;
       };
       const qkv = concatLinear([layer.query, layer.key, layer.value]);
-      attention = g.msOp(
-        'Attention',
-        [x, transposed(`${p}qkv_weight`, qkv), float(`${p}qkv_bias`, [qkv.outFeatures], qkv.bias), maskInt32],
-        mhaAttributes(heads),
-      );
+      if (fp16) {
+        // MultiHeadAttention over a split QKV projection (see the embeddings above for why not Attention).
+        const [q, k, v] = g.node(
+          'Split',
+          [dense(x, qkv, `${p}qkv`, true), g.int64(`${p}qkv_split`, [3], [hidden, hidden, hidden])],
+          { axis: { i: 2 } },
+          3,
+        );
+        attention = g.node(
+          'MultiHeadAttention',
+          [q!, k!, v!, '', '', attentionBias],
+          { num_heads: { i: heads } },
+          1,
+          'com.microsoft',
+        )[0]!;
+      } else {
+        attention = g.msOp(
+          'Attention',
+          [
+            x,
+            transposed(`${p}qkv_weight`, qkv),
+            float(`${p}qkv_bias`, [qkv.outFeatures], qkv.bias),
+            maskInt32,
+          ],
+          mhaAttributes(heads),
+        );
+      }
     }
     // dense → + bias → + residual → LayerNorm, as one SkipLayerNormalization or as standard ops.
     const residualNorm = (

@@ -137,9 +137,13 @@ describe('buildBertOnnx', () => {
     }
     // SkipLayerNormalization only where ONNX Runtime runs it faster: on GPUs, in the fp16 graph.
     expect(fused).not.toContain('com.microsoft:SkipLayerNormalization');
-    expect(opTypes(buildBertOnnx(weights, { precision: 'fp16' }))).toContain(
-      'com.microsoft:SkipLayerNormalization',
-    );
+    const fp16 = opTypes(buildBertOnnx(weights, { precision: 'fp16' }));
+    expect(fp16).toContain('com.microsoft:SkipLayerNormalization');
+    // The GPU graph keeps to ops the WebGPU provider runs: no EmbedLayerNormalization or Attention.
+    expect(fp16).toContain('com.microsoft:MultiHeadAttention');
+    expect(fp16).toContain('ai.onnx:LayerNormalization');
+    expect(fp16).not.toContain('com.microsoft:EmbedLayerNormalization');
+    expect(fp16).not.toContain('com.microsoft:Attention');
     const int8 = opTypes(buildBertOnnx(weights, { kind: 'int8' }));
     expect(int8).toContain('com.microsoft:DynamicQuantizeMatMul');
     expect(int8).toContain('com.microsoft:MultiHeadAttention');
