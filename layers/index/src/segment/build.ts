@@ -162,7 +162,7 @@ export async function buildSegments(
       vectors instanceof Float32Array
         ? vectors.subarray(from * params.dims, to * params.dims)
         : vectors.slice(from, to);
-    parts.push(prepareVectors(part, to - from, params.dims, from));
+    parts.push(prepareVectors(part, to - from, params.dims, from, true));
   }
   const results: SegmentDescriptor[] = new Array(parts.length);
   let next = 0;

@@ -65,7 +65,7 @@ let addonPath: string | undefined;
 
 /**
  * Builds the graph on a new worker thread. `data` is copied into the worker (its buffer is not
- * transferred) unless it is backed by a SharedArrayBuffer.
+ * transferred) unless it is backed by a SharedArrayBuffer, as `buildSegments` prepares it.
  */
 export function buildGraphInWorker(
   data: Float32Array,

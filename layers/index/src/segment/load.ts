@@ -10,7 +10,8 @@ import { IntegrityError } from '../errors.ts';
 import { segmentId } from './build.ts';
 import { SegmentIntegrityError } from './errors.ts';
 import { GRAPH_HEADER_BYTES, parseGraphHeader } from './graph.ts';
-import { sha256, sha256File } from './hash.ts';
+import { sha256 } from './hash.ts';
+import { hashFile, readFileHashed } from './hash-pool.ts';
 import { ChunkTable } from './meta.ts';
 import {
   type ChunkMeta,
@@ -209,19 +210,20 @@ export async function openSegment(dir: string, expected: ExpectedSegment = {}): 
   const checkHash = (file: (typeof DATA_FILES)[number], actual: string): void => {
     if (actual !== d.files[file].sha256) fail(file, `sha256 ${actual}, expected ${d.files[file].sha256}`);
   };
-  const [vectorBytes, chunkBytes] = await Promise.all([
-    read(SEGMENT_FILES.vectors),
-    read(SEGMENT_FILES.chunks),
-  ]);
-  checkHash(SEGMENT_FILES.vectors, sha256(vectorBytes));
-  checkHash(SEGMENT_FILES.chunks, sha256(chunkBytes));
+  const unreadable = (file: string) => (err: unknown) =>
+    fail(file, (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : 'unreadable', err);
+  // Hash the graph and read-and-hash the vectors at once on the hashing workers (hash-pool.ts); the
+  // small chunk table is read and hashed here meanwhile. hnswlib gets the graph only once its own
+  // checks have passed, and loads it (on libuv's pool) while the vectors are still being hashed.
   const graphPath = join(dir, SEGMENT_FILES.graph);
-  let graphHash: { sha256: string; bytes: number };
-  try {
-    graphHash = await sha256File(graphPath);
-  } catch (err) {
-    return fail(SEGMENT_FILES.graph, 'unreadable', err);
-  }
+  const vectorsJob = readFileHashed(join(dir, SEGMENT_FILES.vectors), d.files[SEGMENT_FILES.vectors].bytes);
+  const graphJob = hashFile(graphPath);
+  // Each job is awaited below; until then a failure must not count as unhandled.
+  vectorsJob.catch(() => {});
+  graphJob.catch(() => {});
+  const chunkBytes = await read(SEGMENT_FILES.chunks);
+  checkHash(SEGMENT_FILES.chunks, sha256(chunkBytes));
+  const graphHash = await graphJob.catch(unreadable(SEGMENT_FILES.graph));
   if (graphHash.bytes !== d.files[SEGMENT_FILES.graph].bytes) fail(SEGMENT_FILES.graph, 'changed while read');
   checkHash(SEGMENT_FILES.graph, graphHash.sha256);
 
@@ -246,6 +248,26 @@ export async function openSegment(dir: string, expected: ExpectedSegment = {}): 
     fail(SEGMENT_FILES.graph, 'shorter than its element count needs');
   }
 
+  const graph = new HierarchicalNSW('ip', d.dims);
+  const graphLoad = graph.readIndex(graphPath).then(
+    () => undefined,
+    (err: unknown) => ({ err }),
+  );
+  // Whatever fails from here on, hnswlib's read is awaited before returning: never leave it running.
+  let vectorBytes: Uint8Array;
+  try {
+    const vectorsHash = await vectorsJob.catch(unreadable(SEGMENT_FILES.vectors));
+    if (vectorsHash.bytes !== d.files[SEGMENT_FILES.vectors].bytes)
+      fail(SEGMENT_FILES.vectors, 'changed while read');
+    checkHash(SEGMENT_FILES.vectors, vectorsHash.sha256);
+    vectorBytes = vectorsHash.data;
+  } catch (err) {
+    await graphLoad;
+    throw err;
+  }
+  const loaded = await graphLoad;
+  if (loaded) fail(SEGMENT_FILES.graph, 'hnswlib could not read it', loaded.err);
+
   let chunks: ChunkTable;
   let vectors: Float32Array;
   try {
@@ -261,12 +283,6 @@ export async function openSegment(dir: string, expected: ExpectedSegment = {}): 
   if (chunks.count !== d.count)
     fail(SEGMENT_FILES.chunks, `holds ${chunks.count} chunks, expected ${d.count}`);
 
-  const graph = new HierarchicalNSW('ip', d.dims);
-  try {
-    await graph.readIndex(graphPath);
-  } catch (err) {
-    return fail(SEGMENT_FILES.graph, 'hnswlib could not read it', err);
-  }
   if (graph.getCurrentCount() !== d.count) fail(SEGMENT_FILES.graph, 'element count differs after load');
   return OpenSegment.create(d, dir, chunks, vectors, graph);
 }

@@ -38,16 +38,21 @@ function checkRow(v: Float32Array, index: number, dims: number): number {
  * Validates every vector (length, finite components, non-zero norm) and returns a unit-length copy.
  * `vectors` is n × dims row-major or one array per chunk; `count` is the number of chunks.
  * Throws `InvalidVectorError` naming the first bad chunk index (`firstIndex` + row, for a slice).
+ * `shared` (default false) puts the copy in a SharedArrayBuffer, for a worker thread to build from.
  */
 export function prepareVectors(
   vectors: Float32Array | readonly Float32Array[],
   count: number,
   dims: number,
   firstIndex = 0,
+  shared = false,
 ): PreparedVectors {
   if (!Number.isInteger(dims) || dims <= 0)
     throw new RangeError(`dims must be a positive integer, got ${dims}`);
-  const data = new Float32Array(count * dims);
+  // Shared memory lets a worker thread read the vectors without a structured-clone copy.
+  const data = shared
+    ? new Float32Array(new SharedArrayBuffer(count * dims * 4))
+    : new Float32Array(count * dims);
   if (vectors instanceof Float32Array) {
     if (vectors.length !== count * dims) {
       // Name the first row that cannot be complete: the flat array has the wrong length.
