@@ -210,11 +210,14 @@ export function describeError(status, body) {
       fields.push({ field: String(path), message: String(f.message ?? '') });
     }
   }
+  if (status === 401) {
+    // Whatever the server says, the person needs to know where the token goes.
+    message = `${message ? `${message}: ` : ''}this server needs an access token. Enter it under “Server access”.`;
+  }
   if (!message) {
     message =
       {
         400: 'The server did not accept the search.',
-        401: 'The server needs an access token: enter it under “Server access”.',
         403: 'This access token may not search.',
         404: 'The server does not know this address.',
         413: 'The request is too large.',
@@ -290,6 +293,7 @@ function init() {
   const includeSelect = $('sections-include');
   const excludeSelect = $('sections-exclude');
   const tokenInput = $('token');
+  const settings = $('settings');
   const errorBox = $('error');
   const results = $('results');
   const resultCount = $('result-count');
@@ -568,6 +572,10 @@ function init() {
         const { message, fields } = describeError(response.status, answer);
         showError(message, fields);
         resultCount.textContent = 'The search failed.';
+        if (response.status === 401) {
+          settings.open = true;
+          tokenInput.setAttribute('aria-invalid', 'true');
+        }
         return;
       }
       const cohort = Array.isArray(answer?.cohort) ? answer.cohort : [];

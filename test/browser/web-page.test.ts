@@ -144,7 +144,12 @@ describe('web page module', () => {
         },
       }),
     ).toEqual({ message: 'Invalid request', fields: [{ field: 'k', message: 'too big' }] });
-    expect(app.describeError(401, undefined).message).toMatch(/access token/);
+    expect(app.describeError(401, undefined).message).toBe(
+      'this server needs an access token. Enter it under “Server access”.',
+    );
+    expect(
+      app.describeError(401, { error: { code: 'unauthorized', message: 'authentication required' } }).message,
+    ).toBe('authentication required: this server needs an access token. Enter it under “Server access”.');
     expect(app.describeError(599, 'not json').message).toBe('The server answered with status 599.');
 
     const health = app.describeHealth({
@@ -198,5 +203,43 @@ describe('web page files', () => {
     const ids = [...html.matchAll(/<(?:input|select|textarea)\b[^>]*\bid="([^"]+)"/g)].map((m) => m[1]);
     expect(ids.length).toBeGreaterThan(8);
     for (const id of ids) expect(html).toContain(`for="${id}"`);
+  });
+
+  it('pair text and background colours with WCAG AA contrast, and borders and focus with 3:1', async () => {
+    const css = await readFile(`${WEB}app.css`, 'utf8');
+    const colour = new Map([...css.matchAll(/--([a-z-]+):\s*(#[0-9a-f]{6});/gi)].map((m) => [m[1]!, m[2]!]));
+    const luminance = (hex: string) => {
+      const [r, g, b] = [1, 3, 5].map((i) => {
+        const c = Number.parseInt(hex.slice(i, i + 2), 16) / 255;
+        return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+      });
+      return 0.2126 * r! + 0.7152 * g! + 0.0722 * b!;
+    };
+    const contrast = (a: string, b: string) => {
+      const [hi, lo] = [luminance(colour.get(a)!), luminance(colour.get(b)!)].sort((x, y) => y - x);
+      return (hi! + 0.05) / (lo! + 0.05);
+    };
+    const text: [string, string][] = [
+      ['text', 'bg'],
+      ['text', 'panel'],
+      ['muted', 'bg'],
+      ['muted', 'panel'],
+      ['accent', 'bg'],
+      ['accent', 'panel'],
+      ['accent-text', 'accent'],
+      ['mark-text', 'mark-bg'],
+      ['warn-text', 'warn-bg'],
+      ['error-text', 'error-bg'],
+      ['ok-text', 'ok-bg'],
+    ];
+    for (const [fg, bg] of text) expect(contrast(fg, bg), `${fg} on ${bg}`).toBeGreaterThanOrEqual(4.5);
+    const ui: [string, string][] = [
+      ['focus', 'bg'],
+      ['focus', 'panel'],
+      ['border', 'bg'],
+      ['warn-border', 'warn-bg'],
+      ['error-border', 'error-bg'],
+    ];
+    for (const [fg, bg] of ui) expect(contrast(fg, bg), `${fg} on ${bg}`).toBeGreaterThanOrEqual(3);
   });
 });

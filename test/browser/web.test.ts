@@ -136,6 +136,9 @@ describe('web page', () => {
     await page.keyboard.press('Tab');
     const firstButton = page.locator('#cohort-body button.expand').first();
     await expect.poll(() => firstButton.evaluate((b) => b === document.activeElement)).toBe(true);
+    // Keyboard focus is visible: a solid 3 px ring.
+    expect(await firstButton.evaluate((b) => getComputedStyle(b).outlineStyle)).toBe('solid');
+    expect(await firstButton.evaluate((b) => getComputedStyle(b).outlineWidth)).toBe('3px');
     expect(await firstButton.getAttribute('aria-expanded')).toBe('false');
     await page.keyboard.press('Enter');
     expect(await firstButton.getAttribute('aria-expanded')).toBe('true');
@@ -242,5 +245,25 @@ describe('web page', () => {
       .poll(() => page.locator('#error').textContent())
       .toContain('Describe the patients to search for.');
     await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('query');
+  });
+
+  it('asks for the access token of a server started with one, and searches once it is given', async () => {
+    const guarded = await createQueryServer({ service, port: 0, token: 'local-secret' });
+    try {
+      await page.goto(`${guarded.url}/`);
+      await page.getByLabel('Patients to return').fill('3');
+      await page.getByLabel('Describe the patients you are looking for').fill(QUERY);
+      await page.getByLabel('Describe the patients you are looking for').press('Enter');
+      await expect.poll(() => page.locator('#result-count').textContent()).toBe('The search failed.');
+      expect(await page.locator('#error').textContent()).toContain('needs an access token');
+      // The settings open by themselves, so the token field is right there.
+      expect(await page.locator('#settings').getAttribute('open')).not.toBeNull();
+      await page.getByLabel('Access token').fill('local-secret');
+      await page.getByRole('button', { name: 'Search' }).click();
+      await expect.poll(() => page.locator('#result-count').textContent()).toBe('3 patients found.');
+      expect(await page.locator('#error').isVisible()).toBe(false);
+    } finally {
+      await guarded.close();
+    }
   });
 });
