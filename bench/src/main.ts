@@ -3,11 +3,13 @@
 import { runEncoderBench } from './encoder.ts';
 import { runIndexBench } from './index-bench.ts';
 import { runNotesBench } from './notes.ts';
+import { runQueryBench } from './query-bench.ts';
 
 const benches: Record<string, () => Promise<void>> = {
   encoder: runEncoderBench,
   index: runIndexBench,
   notes: runNotesBench,
+  query: runQueryBench,
 };
 const names = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 for (const name of names.length ? names : Object.keys(benches)) {
