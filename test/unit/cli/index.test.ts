@@ -172,6 +172,15 @@ describe('cohort index gc', () => {
     expect(jsonLines(sound.stdout)).toEqual([{ ok: true, segments: 1, problems: 0 }]);
     const stats = await runCohort(['index', 'stats', '--data', index.dir, '--json'], env());
     expect(jsonLines(stats.stdout)[0]).toMatchObject({ manifestVersion: 3, segments: 1, chunks: 12 });
+
+    // compact --gc collects with the default grace period: nothing here is an hour old.
+    const compacted = await runCohort(['index', 'compact', '--data', index.dir, '--gc'], env());
+    expect(compacted.code, compacted.stderr).toBe(0);
+    expect(jsonLines(compacted.stdout)[0]).toMatchObject({
+      merged: 0,
+      manifestVersion: 3,
+      gc: { dryRun: false, deletedObjects: 0, conflicts: 0 },
+    });
   });
 
   it('refuses a grace period without a unit', async () => {
