@@ -21,6 +21,8 @@ import { tempDir } from '../helpers/encoder.ts';
 const CHROMIUM = '/usr/bin/chromium';
 /** Quiet test output; the server logs ids and counts only anyway. */
 const silent = { debug() {}, info() {}, warn() {} };
+/** How long a poll waits: generous, because CI runs every test file at once on two cores. */
+const WAIT = { timeout: 20_000 };
 const QUERY = 'new-onset atrial fibrillation after CABG discharged on apixaban';
 
 let cleanup: () => Promise<void>;
@@ -93,7 +95,7 @@ async function search(query: string, k?: number): Promise<void> {
   if (k !== undefined) await page.getByLabel('Patients to return').fill(String(k));
   await page.getByLabel('Describe the patients you are looking for').fill(query);
   await page.getByLabel('Describe the patients you are looking for').press('Enter');
-  await expect.poll(() => page.locator('#result-count').textContent()).toMatch(/found\.$/);
+  await expect.poll(() => page.locator('#result-count').textContent(), WAIT).toMatch(/found\.$/);
 }
 
 /** The patient ids of the table, top to bottom. */
@@ -103,12 +105,15 @@ function tablePatients(): Promise<string[]> {
 
 describe('web page', () => {
   it('shows the health line of the server', async () => {
-    const fingerprint = (await (await fetch(`${server.url}/v1/health`)).json()).model.fingerprint as string;
+    const health = (await (await fetch(`${server.url}/v1/health`)).json()) as {
+      model: { fingerprint: string };
+      chunks: number;
+      container: string;
+    };
+    const short = health.model.fingerprint.slice(0, 'sha256:'.length + 12);
     await expect
-      .poll(() => page.locator('#health').textContent())
-      .toBe(
-        `Model ${fingerprint.slice(0, 'sha256:'.length + 12)}… · index version 1 · ${(await service.health()).chunks} chunks · cold`,
-      );
+      .poll(() => page.locator('#health').textContent(), WAIT)
+      .toBe(`Model ${short}… · index version 1 · ${health.chunks} chunks · ${health.container}`);
   });
 
   it('answers a typed query with the cohort the API gives, rank by rank', async () => {
@@ -135,7 +140,7 @@ describe('web page', () => {
     await page.getByRole('button', { name: 'Download FHIR Group' }).focus();
     await page.keyboard.press('Tab');
     const firstButton = page.locator('#cohort-body button.expand').first();
-    await expect.poll(() => firstButton.evaluate((b) => b === document.activeElement)).toBe(true);
+    await expect.poll(() => firstButton.evaluate((b) => b === document.activeElement), WAIT).toBe(true);
     // Keyboard focus is visible: a solid 3 px ring.
     expect(await firstButton.evaluate((b) => getComputedStyle(b).outlineStyle)).toBe('solid');
     expect(await firstButton.evaluate((b) => getComputedStyle(b).outlineWidth)).toBe('3px');
@@ -161,7 +166,7 @@ describe('web page', () => {
     // Arrow down moves to the next row's button; Space opens it; Enter on the first closes it.
     await page.keyboard.press('ArrowDown');
     const second = page.locator('#cohort-body button.expand').nth(1);
-    await expect.poll(() => second.evaluate((b) => b === document.activeElement)).toBe(true);
+    await expect.poll(() => second.evaluate((b) => b === document.activeElement), WAIT).toBe(true);
     await page.keyboard.press('Space');
     expect(await second.getAttribute('aria-expanded')).toBe('true');
     await page.keyboard.press('ArrowUp');
@@ -232,7 +237,7 @@ describe('web page', () => {
     await page.getByLabel('Describe the patients you are looking for').fill('atrial\u0001fibrillation');
     await page.getByRole('button', { name: 'Search' }).click();
     const error = page.getByRole('alert').filter({ hasText: 'query' });
-    await expect.poll(() => error.textContent()).toMatch(/query: .*control character/);
+    await expect.poll(() => error.textContent(), WAIT).toMatch(/query: .*control character/);
     expect(
       await page.getByLabel('Describe the patients you are looking for').getAttribute('aria-invalid'),
     ).toBe('true');
@@ -242,9 +247,9 @@ describe('web page', () => {
   it('says what is missing before sending a search that cannot succeed', async () => {
     await page.getByRole('button', { name: 'Search' }).click();
     await expect
-      .poll(() => page.locator('#error').textContent())
+      .poll(() => page.locator('#error').textContent(), WAIT)
       .toContain('Describe the patients to search for.');
-    await expect.poll(() => page.evaluate(() => document.activeElement?.id)).toBe('query');
+    await expect.poll(() => page.evaluate(() => document.activeElement?.id), WAIT).toBe('query');
   });
 
   it('asks for the access token of a server started with one, and searches once it is given', async () => {
@@ -254,13 +259,13 @@ describe('web page', () => {
       await page.getByLabel('Patients to return').fill('3');
       await page.getByLabel('Describe the patients you are looking for').fill(QUERY);
       await page.getByLabel('Describe the patients you are looking for').press('Enter');
-      await expect.poll(() => page.locator('#result-count').textContent()).toBe('The search failed.');
+      await expect.poll(() => page.locator('#result-count').textContent(), WAIT).toBe('The search failed.');
       expect(await page.locator('#error').textContent()).toContain('needs an access token');
       // The settings open by themselves, so the token field is right there.
       expect(await page.locator('#settings').getAttribute('open')).not.toBeNull();
       await page.getByLabel('Access token').fill('local-secret');
       await page.getByRole('button', { name: 'Search' }).click();
-      await expect.poll(() => page.locator('#result-count').textContent()).toBe('3 patients found.');
+      await expect.poll(() => page.locator('#result-count').textContent(), WAIT).toBe('3 patients found.');
       expect(await page.locator('#error').isVisible()).toBe(false);
     } finally {
       await guarded.close();
