@@ -239,7 +239,10 @@ export function objectWildcardFinding(bucket: s3.IBucket, pattern: string): stri
   if (cfn instanceof s3.CfnBucket) {
     return `AwsSolutions-IAM5[Resource::<${Stack.of(bucket).getLogicalId(cfn)}.Arn>/${pattern}]`;
   }
-  return `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::${bucket.bucketName}/${pattern}]`;
+  // An imported bucket's ARN is a literal, or a join over the partition where the region is unknown.
+  const arn = Stack.of(bucket).resolve(bucket.arnForObjects(pattern));
+  const literal = typeof arn === 'string' ? arn : `arn:<AWS::Partition>:s3:::${bucket.bucketName}/${pattern}`;
+  return `AwsSolutions-IAM5[Resource::${literal}]`;
 }
 
 function grantObjects(

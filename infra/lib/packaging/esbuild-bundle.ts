@@ -14,8 +14,9 @@
  *   with `require`, which honours `NODE_PATH` and so finds them in the native-dependency layer under
  *   `/opt/nodejs/node_modules`; an ES `import` would not look there.
  */
-import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { build, type Plugin } from 'esbuild';
 
 /** Packages that stay outside the bundle (they ship in the native-dependency layer). */
@@ -95,11 +96,13 @@ export async function bundle(entry: string, outDir: string, root: string): Promi
     if (entries === undefined) continue;
     await cp(assets, join(outDir, 'layers', layer, 'assets'), { recursive: true });
   }
-  await writeFile(join(outDir, 'package.json'), `${JSON.stringify({ type: 'module' })}\n`);
+  // No package.json with "type": "module" here: `.mjs` is ESM already, and such a file would turn the
+  // index layer's eval'd CommonJS worker (the graph builder) into an ES module, where `require` is undefined.
 }
 
 const [entry, outDir, root] = process.argv.slice(2);
-if (entry !== undefined && outDir !== undefined && root !== undefined) {
+const isMain = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
+if (isMain && entry !== undefined && outDir !== undefined && root !== undefined) {
   bundle(resolve(entry), resolve(outDir), resolve(root)).catch((error: unknown) => {
     console.error(error instanceof Error ? error.message : error);
     process.exit(1);

@@ -53,6 +53,9 @@ export function handlerCode(entry: string): lambda.Code {
     assetHashType: AssetHashType.OUTPUT,
     bundling: {
       image: DockerImage.fromRegistry(LAMBDA_BUILD_IMAGE),
+      // CDK caches bundles by source path and the JSON of these options (functions drop out of it):
+      // naming the entry here keeps two handlers of one directory from sharing a bundle.
+      environment: { COHORT_HANDLER_ENTRY: entry },
       local: {
         tryBundle(outputDir: string): boolean {
           const file = join(REPO_ROOT, entry);
@@ -183,4 +186,5 @@ function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
+export * from './sizes.ts';
 export { measureLayer };

@@ -1,0 +1,103 @@
+import { spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT } from '../../infra/lib/packaging/index.ts';
+
+interface AssetManifest {
+  files: Record<string, { source: { path: string } }>;
+  dockerImages: Record<string, { source: { directory: string; dockerFile: string } }>;
+}
+
+let out: string;
+let run: ReturnType<typeof spawnSync>;
+let template: { Resources: Record<string, { Type: string; Properties: Record<string, unknown> }> };
+let assets: AssetManifest;
+
+/** The staged directory of the asset a resource's code points at. */
+function assetDirOf(logicalId: string, field: 'Code' | 'Content'): string {
+  const key = (template.Resources[logicalId]!.Properties[field] as { S3Key: string }).S3Key.replace(
+    '.zip',
+    '',
+  );
+  return join(out, assets.files[key]!.source.path);
+}
+
+const idOfType = (type: string, prefix: string) =>
+  Object.entries(template.Resources).find(([id, r]) => r.Type === type && id.startsWith(prefix))![0];
+
+beforeAll(() => {
+  out = mkdtempSync(join(tmpdir(), 'cohort-synth-'));
+  // A model bundle as `cohort model import` writes it (tiny stand-in files; only the layout matters here).
+  const model = join(out, 'model');
+  mkdirSync(model);
+  for (const f of ['model.onnx', 'model.int8.onnx', 'vocab.txt']) writeFileSync(join(model, f), f);
+  writeFileSync(
+    join(model, 'model.json'),
+    JSON.stringify({ variants: { fp32: { file: 'model.onnx' }, int8: { file: 'model.int8.onnx' } } }),
+  );
+  // The app as `npx cdk synth` runs it, with no container engine to be found.
+  run = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'infra/bin/app.ts')], {
+    cwd: REPO_ROOT,
+    encoding: 'utf8',
+    env: {
+      ...process.env,
+      CDK_DOCKER: join(out, 'no-container-engine'),
+      CDK_OUTDIR: join(out, 'cdk.out'),
+      // cdk-nag is checked in nag.test.ts on the same stack; here it would only add time.
+      CDK_CONTEXT_JSON: JSON.stringify({ modelDir: model, queryShards: 1, nag: false }),
+    },
+  });
+  out = join(out, 'cdk.out');
+  if (run.status === 0) {
+    template = JSON.parse(readFileSync(join(out, 'CohortSearch.template.json'), 'utf8'));
+    assets = JSON.parse(readFileSync(join(out, 'CohortSearch.assets.json'), 'utf8'));
+  }
+}, 180_000);
+
+afterAll(() => rmSync(join(out, '..'), { recursive: true, force: true }));
+
+describe('the CDK app', () => {
+  it('synthesizes offline without a container engine', () => {
+    expect(run.stderr).not.toMatch(/Error/);
+    expect(run.status).toBe(0);
+    expect(Object.keys(template.Resources).length).toBeGreaterThan(100);
+  });
+
+  it('bundles each handler into its own index.mjs', () => {
+    const dirs = ['EmbedDispatcher', 'QueryF672', 'QueryShard0'].map((prefix) =>
+      assetDirOf(idOfType('AWS::Lambda::Function', prefix), 'Code'),
+    );
+    expect(new Set(dirs).size).toBe(3);
+    for (const dir of dirs) expect(existsSync(join(dir, 'index.mjs')), dir).toBe(true);
+    const api = readFileSync(join(dirs[1]!, 'index.mjs'), 'utf8');
+    const shard = readFileSync(join(dirs[2]!, 'index.mjs'), 'utf8');
+    expect(api).toContain('functions/query/src/handlers/api.ts');
+    expect(shard).toContain('functions/query/src/handlers/shard.ts');
+  });
+
+  it('builds the native layer from the installed packages and the model layer from the int8 variant', () => {
+    const native = assetDirOf(idOfType('AWS::Lambda::LayerVersion', 'NativeLayer'), 'Content');
+    expect(readdirSync(join(native, 'nodejs/node_modules'))).toContain('onnxruntime-node');
+    const model = assetDirOf(idOfType('AWS::Lambda::LayerVersion', 'ModelLayer'), 'Content');
+    expect(readdirSync(join(model, 'model')).sort()).toEqual(['model.int8.onnx', 'model.json', 'vocab.txt']);
+  });
+
+  it('stages the job image context with the Dockerfile and without installed modules', () => {
+    const [image] = Object.values(assets.dockerImages);
+    expect(image!.source.dockerFile).toBe('functions/embed/Dockerfile');
+    const context = join(out, image!.source.directory);
+    expect(existsSync(join(context, 'functions/embed/Dockerfile'))).toBe(true);
+    expect(existsSync(join(context, 'package-lock.json'))).toBe(true);
+    expect(existsSync(join(context, 'node_modules'))).toBe(false);
+  });
+});
