@@ -214,3 +214,82 @@ describe('routes', () => {
     expect(openApiDocument()).toEqual(doc);
   });
 });
+
+describe('refusals', () => {
+  const open = (over: Partial<Parameters<typeof openQueryService>[0]>) =>
+    openQueryService({
+      modelDir: index.bundle,
+      indexUri: index.indexDir,
+      audit: index.auditDir,
+      cacheDir: index.cacheDir,
+      threads: 1,
+      ...over,
+    });
+
+  it('answers 429 past the searches in flight, and serves again after', async () => {
+    const busy = await open({ maxInFlight: 1 });
+    const r = createRouter({ service: busy });
+    const body = JSON.stringify({ query: TEST_QUERY });
+    const [a, b] = await Promise.all([
+      r({ method: 'POST', path: '/v1/search', headers: {}, body, identity }),
+      r({ method: 'POST', path: '/v1/search', headers: {}, body, identity }),
+    ]);
+    expect([a.status, b.status]).toEqual([200, 429]);
+    expect(b.headers['retry-after']).toBe('1');
+    expect((await r({ method: 'POST', path: '/v1/search', headers: {}, body, identity })).status).toBe(200);
+    await busy.close();
+  });
+
+  it('refuses to answer a search it cannot audit (503)', async () => {
+    const { writeFile } = await import('node:fs/promises');
+    const blocker = `${index.auditDir}-blocker`;
+    await writeFile(blocker, 'a file where the audit directory should be');
+    const unaudited = await open({ audit: `${blocker}/audit` });
+    const r = await createRouter({ service: unaudited })({
+      method: 'POST',
+      path: '/v1/search',
+      headers: {},
+      body: JSON.stringify({ query: TEST_QUERY }),
+      identity,
+    });
+    expect(r.status).toBe(503);
+    expect(errorOf(r).message).toContain('audit');
+    expect(r.body).not.toContain('cohort');
+    await unaudited.close();
+  });
+
+  it('answers 503 for an empty index and for an index of another model', async () => {
+    const empty = await open({ indexUri: `${index.indexDir}-empty`, cacheDir: `${index.cacheDir}-empty` });
+    const health = await createRouter({ service: empty })({
+      method: 'GET',
+      path: '/v1/health',
+      headers: {},
+      identity,
+    });
+    expect(health.status).toBe(503);
+    expect(JSON.parse(health.body).reason).toMatch(/no manifest/);
+    await empty.close();
+
+    const { LocalDirectoryStore } = await import('../../../layers/index/src/store/local.ts');
+    const { writeTestIndex, standardNotes } = await import('../../helpers/query.ts');
+    const otherDir = `${index.indexDir}-other-model`;
+    await writeTestIndex(new LocalDirectoryStore(otherDir, { fsync: false }), {
+      q: index.q,
+      fingerprint: 'sha256:another-model',
+      notes: standardNotes().slice(0, 2),
+      workDir: `${index.workDir}-other`,
+    });
+    const mismatch = createRouter({
+      service: () => open({ indexUri: otherDir, cacheDir: `${index.cacheDir}-other` }),
+    });
+    const r = await mismatch({
+      method: 'POST',
+      path: '/v1/search',
+      headers: {},
+      body: '{"query":"x"}',
+      identity,
+    });
+    expect(r.status).toBe(503);
+    expect(errorOf(r).message).toContain('sha256:another-model');
+  });
+});
