@@ -2,12 +2,14 @@
 // table, then one JSON line last.
 import { runEncoderBench } from './encoder.ts';
 import { runIndexBench } from './index-bench.ts';
+import { runIngestBench } from './ingest-bench.ts';
 import { runNotesBench } from './notes.ts';
 import { runQueryBench } from './query-bench.ts';
 
 const benches: Record<string, () => Promise<void>> = {
   encoder: runEncoderBench,
   index: runIndexBench,
+  ingest: runIngestBench,
   notes: runNotesBench,
   query: runQueryBench,
 };

@@ -158,6 +158,7 @@ export async function commitPart(
     for (const o of kept) {
       const id = objectIdentity(o.ref);
       const noteIds = o.noteIds ?? allNotes.filter((n) => n.objectId === id).map((n) => n.noteId);
+      let previous: readonly string[] = [];
       for (;;) {
         const read = await ctx.ledger.read(o.ref);
         if (
@@ -169,7 +170,15 @@ export async function commitPart(
           superseded.push(o.ref);
           break;
         }
-        if (read && read.entry.changeId !== changeId) for (const n of read.entry.noteIds) tombstones.add(n);
+        // The notes of the version this one replaces die with this commit (a note a new version of a
+        // file no longer holds leaves the index). Taken from the last read only: an object dropped
+        // on a later read must not tombstone anything.
+        // A claim that never committed (a crashed attempt) passes on what it was to replace.
+        previous = !read
+          ? []
+          : read.entry.changeId === changeId
+            ? (read.entry.replaces ?? [])
+            : [...new Set([...read.entry.noteIds, ...(read.entry.replaces ?? [])])];
         if (!o.complete || read?.entry.changeId === changeId) break;
         const chunks =
           o.chunks ?? allNotes.filter((n) => n.objectId === id).reduce((s, n) => s + n.chunks.length, 0);
@@ -182,11 +191,13 @@ export async function commitPart(
           changeId,
           jobId: ctx.jobId,
           noteIds: [...new Set(noteIds)],
+          ...(previous.length ? { replaces: previous } : {}),
           chunks,
           updatedAt: new Date().toISOString(),
         });
         if (swapped) break;
       }
+      if (!dropped.has(id)) for (const n of previous) tombstones.add(n);
     }
     const notes = allNotes.filter((n) => !dropped.has(n.objectId));
     for (const n of notes) tombstones.add(n.noteId);

@@ -33,6 +33,11 @@ export interface LedgerEntry {
   readonly jobId: string;
   /** Notes this version produced (empty for a deleted object or one that was quarantined whole). */
   readonly noteIds: readonly string[];
+  /**
+   * Notes of the version this entry replaced, which the entry's change tombstones: kept so that a
+   * job that crashed after claiming and is re-run still tombstones them.
+   */
+  readonly replaces?: readonly string[];
   readonly chunks: number;
   readonly deleted?: boolean;
   readonly updatedAt: string;

@@ -9,7 +9,7 @@ import { Encoder } from '../../../layers/encoder/src/encoder.ts';
 import { IndexReader } from '../../../layers/index/src/reader.ts';
 import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
 import { NoteTextStore } from '../../../layers/index/src/texts.ts';
-import { chunksPerNote, writeNoteSet } from '../../helpers/embed.ts';
+import { chunksPerNote, jsonlNote, noteText, writeNoteSet } from '../../helpers/embed.ts';
 import { tempDir, tinyBundle } from '../../helpers/encoder.ts';
 
 let root: { dir: string; cleanup: () => Promise<void> };
@@ -117,5 +117,38 @@ describe('runJob progress', () => {
     const logged = JSON.stringify(lines);
     expect(logged).not.toContain('denies chest pain');
     expect(logged).not.toContain('apixaban');
+  });
+});
+
+describe('runJob after a crash between claim and commit', () => {
+  it('still tombstones the notes that the new version of a file no longer holds', async () => {
+    const { mkdir, writeFile, utimes } = await import('node:fs/promises');
+    const dir = join(root.dir, 'notes-d');
+    await mkdir(dir, { recursive: true });
+    const file = join(dir, 'a.jsonl');
+    await writeFile(
+      file,
+      `${[jsonlNote('x1', 'p1', noteText(1)), jsonlNote('x2', 'p1', noteText(2))].join('\n')}\n`,
+    );
+    const store = new LocalDirectoryStore(join(root.dir, 'index-d'), { fsync: false });
+    const options = { store, source: new LocalFileSource(), encoder, workDir: join(root.dir, 'work') };
+    await runJob(makeJobSpec('index-d', [await localObjectRef(file)]), options);
+
+    await writeFile(file, `${jsonlNote('x1', 'p1', noteText(3))}\n`);
+    await utimes(file, new Date(), new Date(Date.now() + 60_000));
+    const v2 = makeJobSpec('index-d', [await localObjectRef(file)]);
+    // The first attempt dies after claiming the new version and before committing it.
+    await expect(
+      runJob(v2, {
+        ...options,
+        beforeCommit: async () => {
+          throw new Error('killed');
+        },
+      }),
+    ).rejects.toThrow('killed');
+    const retry = await runJob(v2, options);
+    expect(retry.notes).toBe(1);
+    const { perNote } = await chunksPerNote(store, join(root.dir, 'cache-d'));
+    expect([...perNote.keys()]).toEqual(['x1']);
   });
 });
