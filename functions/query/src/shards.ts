@@ -137,7 +137,11 @@ function workerUrl(): URL {
 /** The URL of tsx's register API, resolved from this package (so it works from any working directory). */
 function tsxApi(): string {
   // require.resolve picks the CommonJS build; the ES module build sits beside it.
-  return pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm/api').replace(/\.cjs$/, '.mjs')).href;
+  return pathToFileURL(
+    createRequire(import.meta.url)
+      .resolve('tsx/esm/api')
+      .replace(/\.cjs$/, '.mjs'),
+  ).href;
 }
 
 /** What the parent tells a shard worker at start. */
