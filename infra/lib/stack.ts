@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { Annotations, CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
@@ -105,10 +106,23 @@ export class CohortSearchStack extends Stack {
       logRetention: retention,
     });
 
-    const jobEnvironment: Record<string, string> =
-      config.jobModelUri && config.jobModelSha256
-        ? { [JOB_ENV.modelUri]: config.jobModelUri, [JOB_ENV.modelSha256]: config.jobModelSha256 }
-        : {};
+    // The job fetches its model bundle (with the fp16 variant for the GPU) from S3 at start, checked
+    // against the sha256 of its model.json: the configured location, else the local bundle's place in
+    // the index bucket (models/<first 16 hex of that sha256>/), where it must be uploaded.
+    const modelDir = config.modelDir ?? defaultModelDir();
+    const localModel = existsSync(join(modelDir, 'model.json'));
+    let jobModel: { uri: string; sha256: string } | undefined;
+    if (config.jobModelUri && config.jobModelSha256) {
+      jobModel = { uri: config.jobModelUri, sha256: config.jobModelSha256 };
+    } else if (localModel) {
+      const sha256 = createHash('sha256')
+        .update(readFileSync(join(modelDir, 'model.json')))
+        .digest('hex');
+      jobModel = { uri: `s3://${this.buckets.index.bucketName}/models/${sha256.slice(0, 16)}/`, sha256 };
+    }
+    const jobEnvironment: Record<string, string> = jobModel
+      ? { [JOB_ENV.modelUri]: jobModel.uri, [JOB_ENV.modelSha256]: jobModel.sha256 }
+      : {};
     this.pipeline = new EmbedPipeline(this, 'Embed', {
       buckets: this.buckets,
       vpc: this.network.vpc,
@@ -135,9 +149,8 @@ export class CohortSearchStack extends Stack {
       compatibleRuntimes: [RUNTIME],
       compatibleArchitectures: [lambda.Architecture.X86_64],
     });
-    const modelDir = config.modelDir ?? defaultModelDir();
     let modelCode: lambda.Code;
-    if (existsSync(join(modelDir, 'model.json'))) {
+    if (localModel) {
       modelCode = modelLayerCode(modelDir);
     } else {
       Annotations.of(this).addWarningV2(
@@ -197,6 +210,18 @@ export class CohortSearchStack extends Stack {
     new CfnOutput(this, 'AuditBucket', { value: this.buckets.audit.bucketName });
     new CfnOutput(this, 'JobQueue', { value: this.pipeline.jobQueue.jobQueueArn });
     new CfnOutput(this, 'AlarmTopic', { value: this.observability.topic.topicArn });
+    if (jobModel) {
+      new CfnOutput(this, 'JobModelUri', {
+        value: jobModel.uri,
+        description: 'Where the embed job fetches its model bundle: aws s3 sync the bundle there',
+      });
+    } else {
+      Annotations.of(this).addWarningV2(
+        'cohort:job-model-missing',
+        'The embed job has no model: give -c modelDir=BUNDLE (then upload it to the JobModelUri output) or ' +
+          '-c jobModelUri=s3://… -c jobModelSha256=<sha256 of its model.json>.',
+      );
+    }
     new CfnOutput(this, 'Dashboard', { value: this.observability.dashboard.dashboardName });
   }
 }

@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -90,6 +91,21 @@ describe('the CDK app', () => {
     expect(readdirSync(join(native, 'nodejs/node_modules'))).toContain('onnxruntime-node');
     const model = assetDirOf(idOfType('AWS::Lambda::LayerVersion', 'ModelLayer'), 'Content');
     expect(readdirSync(join(model, 'model')).sort()).toEqual(['model.int8.onnx', 'model.json', 'vocab.txt']);
+  });
+
+  it('points the embed job at the bundle’s place in the index bucket, checked by its model.json sha256', () => {
+    const modelJson = readFileSync(join(out, '..', 'model', 'model.json'));
+    const sha256 = createHash('sha256').update(modelJson).digest('hex');
+    const job = Object.values(template.Resources).find(
+      (r) =>
+        r.Type === 'AWS::Batch::JobDefinition' &&
+        !('Command' in (r.Properties['ContainerProperties'] as object)),
+    )!;
+    const env = (job.Properties['ContainerProperties'] as { Environment: { Name: string; Value: unknown }[] })
+      .Environment;
+    const value = (name: string) => env.find((e) => e.Name === name)?.Value;
+    expect(value('MODEL_SHA256')).toBe(sha256);
+    expect(JSON.stringify(value('MODEL_URI'))).toContain(`/models/${sha256.slice(0, 16)}/`);
   });
 
   it('stages the job image context with the Dockerfile and without installed modules', () => {
