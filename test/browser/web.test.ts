@@ -231,6 +231,34 @@ describe('web page', () => {
     expect(sections).not.toContain('Section: Family history');
   });
 
+  it('sends a date range and sections to keep', async () => {
+    await page.getByLabel('Notes from').fill('2024-01-01');
+    await page.getByLabel('Notes until').fill('2024-12-31');
+    await page.getByLabel('Only these sections').selectOption(['hospital_course', 'assessment_and_plan']);
+    await page.getByLabel('Any mention, whatever its assertion').check();
+    await search(QUERY);
+    const expected = await api({
+      query: QUERY,
+      k: 50,
+      assertion: 'any',
+      filters: {
+        dateFrom: '2024-01-01',
+        dateTo: '2024-12-31',
+        sections: { include: ['hospital_course', 'assessment_and_plan'] },
+      },
+    });
+    const shown = await tablePatients();
+    expect(shown).toEqual(expected.cohort.map((p) => p.patientId));
+    // Only the synthetic notes are dated 2024, and syn-p03's are from 2023.
+    expect([...shown].sort()).toEqual(['syn-p01', 'syn-p02', 'syn-p04', 'syn-p05']);
+    for (const button of await page.locator('#cohort-body button.expand').all()) await button.click();
+    for (const date of await page.locator('#cohort-body .note-date').allTextContents())
+      expect(date).toMatch(/^Date: 2024-/);
+    const sections = new Set(await page.locator('#cohort-body .section').allTextContents());
+    for (const section of sections)
+      expect(['Section: Hospital course', 'Section: Assessment and plan']).toContain(section);
+  });
+
   it("shows the API's field errors and marks the field, in an alert", async () => {
     await search(QUERY, 3);
     // A control character passes the page's own checks; the API refuses it.
