@@ -32,6 +32,11 @@ export interface EmbedPipelineProps {
   readonly opsKey: kms.IKey;
   /** Code of the dispatcher (`index.handler`). */
   readonly dispatcherCode: lambda.Code;
+  /**
+   * Layers of the dispatcher: the native-dependency layer, since `@cohort/index` loads hnswlib-node (and
+   * through `@cohort/encoder`, onnxruntime-node) when its module is imported. Default none.
+   */
+  readonly dispatcherLayers?: readonly lambda.ILayerVersion[];
   /** Image of the embed job (`functions/embed/Dockerfile`). */
   readonly jobImage: ecs.ContainerImage;
   /** Notes key prefix that feeds the pipeline. Default `incoming/`. */
@@ -264,6 +269,7 @@ export class EmbedPipeline extends Construct {
       architecture: lambda.Architecture.X86_64,
       code: props.dispatcherCode,
       handler: 'index.handler',
+      layers: [...(props.dispatcherLayers ?? [])],
       memorySize: 512,
       timeout: dispatcherTimeout,
       reservedConcurrentExecutions: 5,

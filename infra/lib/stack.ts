@@ -123,12 +123,19 @@ export class CohortSearchStack extends Stack {
     const jobEnvironment: Record<string, string> = jobModel
       ? { [JOB_ENV.modelUri]: jobModel.uri, [JOB_ENV.modelSha256]: jobModel.sha256 }
       : {};
+    const nativeLayer = new lambda.LayerVersion(this, 'NativeLayer', {
+      description: 'onnxruntime-node, tokenizers, hnswlib-node for Linux x64 (glibc 2.34)',
+      code: nativeLayerCode(props.nativeBuild ?? 'auto'),
+      compatibleRuntimes: [RUNTIME],
+      compatibleArchitectures: [lambda.Architecture.X86_64],
+    });
     this.pipeline = new EmbedPipeline(this, 'Embed', {
       buckets: this.buckets,
       vpc: this.network.vpc,
       subnets: this.network.subnets,
       opsKey: this.opsKey,
       dispatcherCode: handlerCode(DISPATCHER_ENTRY),
+      dispatcherLayers: [nativeLayer],
       jobImage: jobImage(),
       notesPrefix: config.notesPrefix,
       instanceTypes: config.gpuInstanceTypes,
@@ -143,12 +150,6 @@ export class CohortSearchStack extends Stack {
       logRetention: retention,
     });
 
-    const nativeLayer = new lambda.LayerVersion(this, 'NativeLayer', {
-      description: 'onnxruntime-node, tokenizers, hnswlib-node for Linux x64 (glibc 2.34)',
-      code: nativeLayerCode(props.nativeBuild ?? 'auto'),
-      compatibleRuntimes: [RUNTIME],
-      compatibleArchitectures: [lambda.Architecture.X86_64],
-    });
     let modelCode: lambda.Code;
     if (localModel) {
       modelCode = modelLayerCode(modelDir);

@@ -86,6 +86,29 @@ describe('the CDK app', () => {
     expect(shard).toContain('functions/query/src/handlers/shard.ts');
   });
 
+  it('gives every handler a bundle that loads with its layers and nothing else, as in Lambda', () => {
+    for (const prefix of ['EmbedDispatcher', 'QueryF672', 'QueryShard0']) {
+      const id = idOfType('AWS::Lambda::Function', prefix);
+      const layers = (template.Resources[id]!.Properties['Layers'] as { Ref: string }[]).map((l) => l.Ref);
+      const native = layers.find((l) => l.startsWith('NativeLayer'));
+      expect(native, `${prefix} has the native layer`).toBeDefined();
+      const load = spawnSync(
+        process.execPath,
+        ['-e', "import('./index.mjs').then((m) => console.log(typeof m.handler))"],
+        {
+          cwd: assetDirOf(id, 'Code'),
+          env: {
+            PATH: process.env['PATH'],
+            NODE_PATH: join(assetDirOf(native!, 'Content'), 'nodejs/node_modules'),
+          },
+          encoding: 'utf8',
+        },
+      );
+      expect(load.stderr, prefix).toBe('');
+      expect(load.stdout.trim(), prefix).toBe('function');
+    }
+  });
+
   it('builds the native layer from the installed packages and the model layer from the int8 variant', () => {
     const native = assetDirOf(idOfType('AWS::Lambda::LayerVersion', 'NativeLayer'), 'Content');
     expect(readdirSync(join(native, 'nodejs/node_modules'))).toContain('onnxruntime-node');
