@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -348,6 +348,7 @@ export async function runQueryBench(): Promise<void> {
           [`load: ${CONNECTIONS} clients × ${DURATION} s: requests/s`, round(load.requests.average, 1)],
           ['load: latency p50 / p99', `${load.latency.p50} / ${load.latency.p99} ms`],
           ['load: errors (errors + timeouts + non-2xx)', errors],
+          ['machine load average (1 min) at the end, 2 cores', round(loadavg()[0]!, 1)],
         ],
       );
       process.stdout.write(

@@ -140,7 +140,14 @@ export function createRouter(options: RouterOptions): Router {
       if (error instanceof QueryError && error.status < 500) {
         response = errorResponse(error, requestId);
       } else if (error instanceof QueryError) {
-        logger?.warn('request failed', { requestId, code: error.code, error: error.name });
+        // Messages of the query API's own errors are written to be safe to show (reasons, never
+        // note or query text); the cause is named only.
+        logger?.warn('request failed', {
+          requestId,
+          code: error.code,
+          reason: error.message,
+          cause: (error.cause as Error | undefined)?.name,
+        });
         response = errorResponse(error, requestId);
       } else {
         logger?.warn('unexpected error', { requestId, error: (error as Error)?.name ?? typeof error });

@@ -39,8 +39,12 @@ export interface QueryServiceOptions {
   readonly now?: () => number;
 }
 
-/** Chunks fetched per wanted patient in the first top-k round (grown ×4 while too few patients). */
-const CHUNKS_PER_PATIENT = 5;
+/**
+ * Chunks fetched per wanted patient in the first top-k round (grown ×4 while too few patients).
+ * HNSW cost grows with the candidate list, so the first round is kept small: most queries find k
+ * distinct patients among 2k chunks, and the rare one that does not pays a second round.
+ */
+const CHUNKS_PER_PATIENT = 2;
 /** Upper bound of chunks fetched for one top-k search: bounds the latency of a rare, broad query. */
 const MAX_TOPK_CHUNKS = 50_000;
 
