@@ -51,6 +51,9 @@ export interface OpenQueryServiceOptions {
 export async function openQueryService(options: OpenQueryServiceOptions): Promise<QueryService> {
   const encoder = await Encoder.load(options.modelDir, {
     provider: 'cpu',
+    // Spinning intra-op threads would slow the search and evidence work that follows each query
+    // (measured about 2× on 2 cores; see functions/query/README.md, Speed).
+    spinning: false,
     ...(options.threads === undefined ? {} : { threads: options.threads }),
     ...(options.logger ? { logger: options.logger } : {}),
   });

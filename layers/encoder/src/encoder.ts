@@ -19,6 +19,8 @@ export interface EncoderOptions {
   readonly provider?: Provider;
   /** CPU threads. Default: available cores. */
   readonly threads?: number;
+  /** Let idle CPU threads spin after a run (see `SessionOptions.spinning`). Default true. */
+  readonly spinning?: boolean;
   /** Logger. Default: Powertools Logger, service `cohort-encoder`. */
   readonly logger?: EncoderLogger;
 }

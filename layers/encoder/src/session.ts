@@ -21,6 +21,12 @@ export interface SessionOptions {
   readonly provider?: Provider;
   /** Intra-op threads on the CPU. Default: the number of available cores. */
   readonly threads?: number;
+  /**
+   * Let idle intra-op threads spin after a run. Default true (ONNX Runtime's default: best for
+   * back-to-back batches); false suits latency-sensitive callers that do other CPU work between
+   * runs (the query API), which the spinning threads would otherwise slow down.
+   */
+  readonly spinning?: boolean;
   /** Where to log the provider chosen. */
   readonly logger?: EncoderLogger;
 }
@@ -90,6 +96,7 @@ export async function createSession(
       executionMode: 'sequential',
       // Warnings about nodes placed on the CPU by a GPU provider are expected (shape ops); keep errors.
       logSeverityLevel: 3,
+      ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
     };
     const source = typeof model === 'function' ? model(provider) : model;
     try {
