@@ -13,7 +13,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
 import { DISPATCHER_ENV, JOB_ENV } from '../../functions/embed/src/config.ts';
-import { type DataBuckets, JOBS_PREFIX } from './buckets.ts';
+import type { DataBuckets } from './buckets.ts';
 import { acknowledgeFunction, INLINE_POLICY_REASON, managedPolicyFinding } from './nag.ts';
 import { RUNTIME } from './packaging/index.ts';
 
@@ -207,7 +207,8 @@ export class EmbedPipeline extends Construct {
         image: props.jobImage,
         cpu: 4,
         memory: Size.gibibytes(14),
-        gpu: 1,
+        // Compaction merges stored vectors on the CPU: it needs no GPU of its own, so it can share a host.
+        ...(command === undefined ? { gpu: 1 } : {}),
         jobRole: this.jobRole,
         environment: jobEnv,
         logging: LogDriver.awsLogs({ logGroup: this.jobLogGroup, streamPrefix: 'embed' }),
@@ -294,14 +295,9 @@ export class EmbedPipeline extends Construct {
         POWERTOOLS_METRICS_NAMESPACE: 'CohortSearch',
       },
     });
-    // Job specs go under jobs/ in the index bucket (create-only; an existing spec is read back).
-    buckets.grantPutUnder(this.dispatcher, buckets.index, JOBS_PREFIX);
-    this.dispatcher.addToRolePolicy(
-      new iam.PolicyStatement({
-        actions: ['s3:GetObject'],
-        resources: [buckets.index.arnForObjects(`${JOBS_PREFIX}*`)],
-      }),
-    );
+    // The dispatcher writes job specs (jobs/), its object ledger (ledger/) and, for deleted notes,
+    // manifest commits with tombstones and the removal of their texts: the index, never the notes.
+    buckets.grantWriteIndex(this.dispatcher);
     this.dispatcher.addToRolePolicy(
       new iam.PolicyStatement({
         actions: ['batch:SubmitJob'],

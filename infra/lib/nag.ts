@@ -51,3 +51,25 @@ export function acknowledgeFunction(fn: IConstruct, invokedBy: string): void {
     },
   );
 }
+
+/**
+ * The cdk-nag acknowledgements under `root` as markdown table rows (finding, reason, construct paths
+ * relative to `root`), one row per finding and reason: the README's list of suppressions.
+ */
+export function suppressionRows(root: IConstruct): string[] {
+  const rows = new Map<string, string[]>();
+  for (const c of root.node.findAll()) {
+    for (const m of c.node.metadata) {
+      if (m.type !== Validations.ACKNOWLEDGED_RULES_METADATA_KEY) continue;
+      for (const [id, reason] of Object.entries(m.data as Record<string, string>)) {
+        if (!/(AwsSolutions|HIPAA\.Security)-/.test(id)) continue;
+        // Logical ids carry a hash suffix; the README names the construct instead.
+        const finding = id.replace(/^Annotation::/, '').replace(/<([A-Za-z]+)[0-9A-F]{8}\.Arn>/g, '<$1.Arn>');
+        const key = `\`${finding}\` | ${reason}`;
+        const path = `\`${c.node.path.replace(`${root.node.path}/`, '')}\``;
+        rows.set(key, [...(rows.get(key) ?? []), path]);
+      }
+    }
+  }
+  return [...rows].map(([key, paths]) => `| ${key} | ${paths.join(', ')} |`);
+}

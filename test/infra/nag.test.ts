@@ -1,8 +1,12 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Stack, Validations } from 'aws-cdk-lib';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import { AwsSolutionsChecks, HIPAASecurityChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { suppressionRows } from '../../infra/lib/nag.ts';
+import { REPO_ROOT } from '../../infra/lib/packaging/index.ts';
 import { type SynthesizedStack, synthStack } from './stack-fixture.ts';
 
 interface Acknowledged {
@@ -59,5 +63,18 @@ describe('cdk-nag', () => {
       expect(ack.reason.length, `${ack.id} at ${ack.path}`).toBeGreaterThan(30);
     }
     expect(acknowledgements(s.app).filter((a) => a.path === '' || a.path === s.stack.node.path)).toEqual([]);
+  });
+
+  it('lists every acknowledgement in the README', () => {
+    // Built with two shards here and one for the README: compare with the shard paths folded together.
+    const readme = readFileSync(join(REPO_ROOT, 'infra/README.md'), 'utf8');
+    const fold = (row: string) => row.replace(/`Query\/Shard\d+(\/ServiceRole)?`(, )?/g, '');
+    const listed = new Set(
+      readme
+        .split('\n')
+        .filter((l) => l.startsWith('| `'))
+        .map(fold),
+    );
+    for (const row of suppressionRows(s.stack)) expect(listed.has(fold(row)), row).toBe(true);
   });
 });
