@@ -4,7 +4,7 @@
  * Used by the Lambda handler (from the environment), `cohort search` and `cohort serve`.
  */
 import { LambdaClient } from '@aws-sdk/client-lambda';
-import { Encoder, type EncoderLogger } from '@cohort/encoder';
+import { Encoder, type EncoderLogger, readBundleInfo } from '@cohort/encoder';
 import { IndexReader, ModelMismatchError, NoteTextStore, type ObjectStore, openStore } from '@cohort/index';
 import { type AuditSink, StoreAuditSink } from './audit.ts';
 import { IndexUnavailableError } from './errors.ts';
@@ -49,7 +49,12 @@ export interface OpenQueryServiceOptions {
  * @throws IndexUnavailableError when the index holds another model or cannot be opened
  */
 export async function openQueryService(options: OpenQueryServiceOptions): Promise<QueryService> {
-  const encoder = await Encoder.load(options.modelDir, {
+  // The fingerprint comes from model.json (cheap), so the model and the segments load at once:
+  // a cold start costs the longer of the two, not their sum.
+  const { fingerprint } = await readBundleInfo(options.modelDir);
+  const store = options.store ?? openStore(options.indexUri, options.s3 ? { s3: options.s3 } : {});
+  const plan = options.shards ?? { kind: 'none' };
+  const loadModel = Encoder.load(options.modelDir, {
     provider: 'cpu',
     // Spinning intra-op threads would slow the search and evidence work that follows each query
     // (measured about 2× on 2 cores; see functions/query/README.md, Speed).
@@ -57,38 +62,40 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
     ...(options.threads === undefined ? {} : { threads: options.threads }),
     ...(options.logger ? { logger: options.logger } : {}),
   });
-  const embedder = new BatchingEmbedder(encoder, {
-    ...(options.embeddingCache === undefined ? {} : { cacheSize: options.embeddingCache }),
-  });
-  const store = options.store ?? openStore(options.indexUri, options.s3 ? { s3: options.s3 } : {});
-  const plan = options.shards ?? { kind: 'none' };
-  let searcher: ChunkSearcher;
-  try {
+  const openIndex = (async (): Promise<ChunkSearcher> => {
     if (plan.kind === 'workers') {
-      searcher = await startLocalShards({
+      return startLocalShards({
         indexUri: options.indexUri,
         count: plan.count,
         cacheRoot: options.cacheDir,
-        modelFingerprint: encoder.info.fingerprint,
+        modelFingerprint: fingerprint,
         ...(options.s3 ? { s3: options.s3 } : {}),
       });
-    } else if (plan.kind === 'lambda') {
-      const client = plan.client ?? new LambdaClient({});
-      searcher = new ShardedSearcher(plan.functions.map((f) => new LambdaShardClient(client, f)));
-    } else {
-      const reader = await IndexReader.open(store, {
-        cacheDir: options.cacheDir,
-        modelFingerprint: encoder.info.fingerprint,
-      });
-      searcher = new LocalSearcher(reader);
     }
-  } catch (error) {
-    await encoder.close();
-    if (error instanceof ModelMismatchError) throw new IndexUnavailableError(error.message, { cause: error });
-    throw new IndexUnavailableError(`the index cannot be opened: ${(error as Error).message}`, {
-      cause: error,
+    if (plan.kind === 'lambda') {
+      const client = plan.client ?? new LambdaClient({});
+      return new ShardedSearcher(plan.functions.map((f) => new LambdaShardClient(client, f)));
+    }
+    const reader = await IndexReader.open(store, {
+      cacheDir: options.cacheDir,
+      modelFingerprint: fingerprint,
     });
+    return new LocalSearcher(reader);
+  })();
+  const [model, index] = await Promise.allSettled([loadModel, openIndex]);
+  if (model.status === 'rejected' || index.status === 'rejected') {
+    if (model.status === 'fulfilled') await model.value.close();
+    if (index.status === 'fulfilled') await index.value.close();
+    if (model.status === 'rejected') throw model.reason;
+    const error = (index as PromiseRejectedResult).reason as Error;
+    if (error instanceof ModelMismatchError) throw new IndexUnavailableError(error.message, { cause: error });
+    throw new IndexUnavailableError(`the index cannot be opened: ${error.message}`, { cause: error });
   }
+  const encoder = model.value;
+  const searcher = index.value;
+  const embedder = new BatchingEmbedder(encoder, {
+    ...(options.embeddingCache === undefined ? {} : { cacheSize: options.embeddingCache }),
+  });
   const audit = typeof options.audit === 'string' ? StoreAuditSink.open(options.audit) : options.audit;
   return new QueryService({
     embedder,
