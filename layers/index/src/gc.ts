@@ -263,21 +263,32 @@ export async function collectGarbage(
       // A version no longer listed was deleted by an earlier GC: superseded, so older than any grace.
       return object === undefined ? version < (listed[0]?.version ?? 0) : olderThan(object, cutoff);
     };
-    let deleted: Map<string, number>;
-    try {
-      deleted = await deletedNotes(
-        newestManifest,
-        (id) => segmentNoteIds(store, id, newestManifest.segments.find((s) => s.id === id)!.sha256),
-        (_, version) => settled(version),
-      );
-    } catch (cause) {
-      throw new GarbageCollectionError(
-        'cannot read the chunk metadata needed to tell deleted notes from re-ingested ones: nothing was deleted',
-        { cause },
-      );
+    // Only notes that still have stored texts need the (costlier) look into the segments, so a run
+    // after the texts are gone reads no chunk metadata at all.
+    const stored = new Map<string, ListedObject[]>();
+    const tombstones = newestManifest.tombstones.filter((t) => settled(t.version));
+    await runPool(tombstones, concurrency, async (t) => {
+      const objects: ListedObject[] = [];
+      for await (const object of store.list(noteTextPrefix(t.noteId))) objects.push(object);
+      if (objects.length > 0) stored.set(t.noteId, objects);
+    });
+    let deleted = new Map<string, number>();
+    if (stored.size > 0) {
+      try {
+        deleted = await deletedNotes(
+          newestManifest,
+          (id) => segmentNoteIds(store, id, newestManifest.segments.find((s) => s.id === id)!.sha256),
+          (noteId) => stored.has(noteId),
+        );
+      } catch (cause) {
+        throw new GarbageCollectionError(
+          'cannot read the chunk metadata needed to tell deleted notes from re-ingested ones: nothing was deleted',
+          { cause },
+        );
+      }
     }
     for (const noteId of deleted.keys()) {
-      for await (const object of store.list(noteTextPrefix(noteId))) {
+      for (const object of stored.get(noteId)!) {
         if (olderThan(object, cutoff)) {
           doomedTexts.push(object);
           textNotes.add(noteId);
