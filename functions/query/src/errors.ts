@@ -112,10 +112,13 @@ export class IndexUnavailableError extends QueryError {
   }
 }
 
-/** A configuration error (environment variables): raised at container start, never to a caller. */
+/**
+ * A configuration error (environment variables), raised when the container first loads; callers get
+ * a 503 naming the variables (never their values), so the operator sees it in the logs and the API.
+ */
 export class ConfigError extends QueryError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(500, 'config_error', message, options);
+    super(503, 'misconfigured', message, options);
   }
 }
 
