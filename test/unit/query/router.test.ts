@@ -293,3 +293,59 @@ describe('refusals', () => {
     expect(errorOf(r).message).toContain('sha256:another-model');
   });
 });
+
+describe('warm container', () => {
+  it('opens the service once and reuses it for every request', async () => {
+    let opened = 0;
+    const r = createRouter({
+      service: async () => {
+        opened++;
+        return service;
+      },
+    });
+    for (let i = 0; i < 3; i++) {
+      const a = await r({
+        method: 'POST',
+        path: '/v1/search',
+        headers: {},
+        body: JSON.stringify({ query: `q${i}` }),
+        identity,
+      });
+      expect(a.status).toBe(200);
+    }
+    expect(opened).toBe(1);
+  });
+
+  it('re-checks the manifest no more often than the refresh interval', async () => {
+    const { LocalDirectoryStore } = await import('../../../layers/index/src/store/local.ts');
+    const { writeTestIndex, standardNotes } = await import('../../helpers/query.ts');
+    const { IndexWriter } = await import('../../../layers/index/src/writer.ts');
+    const dir = `${index.indexDir}-refresh`;
+    const store = new LocalDirectoryStore(dir, { fsync: false });
+    await writeTestIndex(store, {
+      q: index.q,
+      fingerprint: index.fingerprint,
+      notes: standardNotes(),
+      workDir: `${index.workDir}-refresh`,
+    });
+    const slow = await openQueryService({
+      modelDir: index.bundle,
+      indexUri: dir,
+      audit: index.auditDir,
+      cacheDir: `${index.cacheDir}-refresh`,
+      refreshIntervalMs: 60_000,
+      threads: 1,
+    });
+    const version = async () => (await slow.health()).manifestVersion;
+    expect(await version()).toBe(1);
+    const writer = new IndexWriter(store, {
+      modelFingerprint: index.fingerprint,
+      dims: index.q.length,
+      workDir: `${index.workDir}-refresh`,
+    });
+    await writer.deleteNotes(['n1'], 'delete-n1');
+    // Within the interval the loaded manifest is used without touching the store.
+    expect(await version()).toBe(1);
+    await slow.close();
+  });
+});

@@ -1,4 +1,7 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { LambdaClient } from '@aws-sdk/client-lambda';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createShardHandler } from '../../../functions/query/src/handlers/shard.ts';
 import {
@@ -184,5 +187,102 @@ describe('shard handler', () => {
     const bad = await handler({ action: 'search', vector: [1, 2, 3], k: 3 });
     expect(bad).toMatchObject({ action: 'error' });
     expect(await handler({ action: 'refresh' })).toMatchObject({ action: 'refresh', changed: false });
+  });
+});
+
+describe('fan-out over shard functions (Lambda Invoke API on loopback)', () => {
+  /**
+   * A stand-in for the Lambda service at its HTTP boundary (POST
+   * /2015-03-31/functions/NAME/invocations), running the real shard handler for each function name,
+   * so the API's LambdaShardClient, the SDK and the shard handler are exercised as deployed.
+   */
+  async function lambdaService(handlers: Record<string, (event: never) => Promise<unknown>>) {
+    const server: Server = createServer((req, res) => {
+      const m = /^\/2015-03-31\/functions\/([^/]+)\/invocations/.exec(req.url ?? '');
+      const parts: Buffer[] = [];
+      req.on('data', (c: Buffer) => parts.push(c));
+      req.on('end', async () => {
+        const handler = m ? handlers[decodeURIComponent(m[1]!)] : undefined;
+        if (!handler) {
+          res.writeHead(404, {
+            'content-type': 'application/json',
+            'x-amzn-errortype': 'ResourceNotFoundException',
+          });
+          return res.end(JSON.stringify({ message: 'Function not found' }));
+        }
+        try {
+          const out = await handler(JSON.parse(Buffer.concat(parts).toString()) as never);
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(out));
+        } catch (error) {
+          res.writeHead(200, { 'content-type': 'application/json', 'x-amz-function-error': 'Unhandled' });
+          res.end(JSON.stringify({ errorMessage: (error as Error).message }));
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const client = new LambdaClient({
+      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      maxAttempts: 1,
+    });
+    return { client, close: () => new Promise<void>((r) => server.close(() => r())) };
+  }
+
+  it('merges the shard functions into the same cohort as one index, and fails whole when one fails', async () => {
+    const shard = (i: number) =>
+      createShardHandler(() =>
+        openShardSearcher({
+          indexUri: join(root, 'index'),
+          shard: i,
+          count: 2,
+          cacheDir: join(root, `cache-fn-${i}`),
+        }),
+      );
+    const lambda = await lambdaService({
+      'cohort-shard-0': shard(0),
+      'cohort-shard-1': shard(1),
+      'cohort-shard-broken': async () => {
+        throw new Error('out of memory');
+      },
+    });
+    try {
+      const single = await open({ indexUri: join(root, 'index'), name: 'single-fn' });
+      const sharded = await open({
+        indexUri: join(root, 'index'),
+        name: 'lambda',
+        shards: { kind: 'lambda', functions: ['cohort-shard-0', 'cohort-shard-1'], client: lambda.client },
+      });
+      const body = { query: TEST_QUERY, k: 6 };
+      expect(ranking(await sharded(body))).toEqual(ranking(await single(body)));
+      const exhaustive = { query: TEST_QUERY, k: 100, minScore: 0.2, assertion: 'any' };
+      expect(ranking(await sharded(exhaustive))).toEqual(ranking(await single(exhaustive)));
+
+      const broken = await openQueryService({
+        modelDir: bundle,
+        indexUri: join(root, 'index'),
+        audit: join(root, 'audit'),
+        cacheDir: join(root, 'cache-broken'),
+        shards: {
+          kind: 'lambda',
+          functions: ['cohort-shard-0', 'cohort-shard-broken'],
+          client: lambda.client,
+        },
+        threads: 1,
+      });
+      services.push(broken);
+      const r = await createRouter({ service: broken })({
+        method: 'POST',
+        path: '/v1/search',
+        headers: {},
+        body: JSON.stringify(body),
+        identity,
+      });
+      expect(r.status).toBe(503);
+      expect(JSON.parse(r.body).error.message).toContain('cohort-shard-broken');
+    } finally {
+      await lambda.close();
+    }
   });
 });
