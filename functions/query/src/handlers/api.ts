@@ -51,9 +51,13 @@ export function createApiHandler(router: Router) {
           ? Buffer.from(event.body, 'base64').toString('utf8')
           : event.body;
     const identity = identityOf(event);
+    // A named stage (not `$default`) prefixes the raw path with itself: route on what follows.
+    const stage = event.requestContext?.stage;
+    let path = event.rawPath ?? event.requestContext?.http?.path ?? '/';
+    if (stage && stage !== '$default' && path.startsWith(`/${stage}/`)) path = path.slice(stage.length + 1);
     const r = await router({
       method: (event.requestContext?.http?.method ?? 'GET').toUpperCase(),
-      path: event.rawPath ?? event.requestContext?.http?.path ?? '/',
+      path,
       headers,
       ...(body === undefined ? {} : { body }),
       ...(identity ? { identity } : {}),

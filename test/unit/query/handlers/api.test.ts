@@ -101,6 +101,13 @@ describe('api handler', () => {
     });
   });
 
+  it('routes a path under a named stage', async () => {
+    const e = event({ method: 'GET', path: '/prod/v1/health', authorizer: iam });
+    const r = await handler({ ...e, requestContext: { ...e.requestContext, stage: 'prod' } });
+    if (typeof r === 'string') throw new Error('structured result expected');
+    expect(r.statusCode).toBe(200);
+  });
+
   it('routes health and answers unknown routes with 404', async () => {
     const h = await handler(event({ method: 'GET', path: '/v1/health', authorizer: iam }));
     const n = await handler(event({ method: 'GET', path: '/admin', authorizer: iam }));
