@@ -80,7 +80,7 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
       cacheDir: options.cacheDir,
       modelFingerprint: fingerprint,
     });
-    return new LocalSearcher(reader);
+    return new LocalSearcher(reader, store);
   })();
   const [model, index] = await Promise.allSettled([loadModel, openIndex]);
   if (model.status === 'rejected' || index.status === 'rejected') {

@@ -4,7 +4,14 @@
  * share of the segments ({@link ShardedSearcher}, merged here). A shard is a Lambda function in
  * AWS and a worker thread locally; both speak {@link ShardSearchRequest} / {@link ShardSearchResponse}.
  */
-import type { ChunkMeta, IndexHit, IndexReader, SearchFilter } from '@cohort/index';
+import {
+  type ChunkMeta,
+  type IndexHit,
+  type IndexReader,
+  ManifestStore,
+  type ObjectStore,
+  type SearchFilter,
+} from '@cohort/index';
 import { ShardError } from './errors.ts';
 
 /** One hit, as plain data (it crosses thread and function boundaries). */
@@ -74,8 +81,19 @@ const plain = (h: IndexHit): ChunkHit => ({
 
 /** Searches the segments of one {@link IndexReader} in this process. */
 export class LocalSearcher implements ChunkSearcher {
-  /** @param reader an open reader; {@link close} does not close it (readers hold no handles) */
-  constructor(readonly reader: IndexReader) {}
+  private readonly manifests: ManifestStore | undefined;
+
+  /**
+   * @param reader an open reader; {@link close} does not close it (readers hold no handles)
+   * @param store the reader's store: when given, a manifest check is one listing, and the newest
+   *   manifest is read only when its version differs from the loaded one
+   */
+  constructor(
+    readonly reader: IndexReader,
+    store?: ObjectStore,
+  ) {
+    this.manifests = store ? new ManifestStore(store) : undefined;
+  }
 
   async search(vector: Float32Array, options: ChunkSearchOptions): Promise<ChunkSearchResult> {
     const stats = this.reader.stats();
@@ -104,7 +122,11 @@ export class LocalSearcher implements ChunkSearcher {
     }
   }
 
-  refresh(): Promise<boolean> {
+  async refresh(): Promise<boolean> {
+    if (this.manifests) {
+      const newest = (await this.manifests.versions()).at(-1) ?? 0;
+      if (newest === (this.reader.manifest?.version ?? 0)) return false;
+    }
     return this.reader.refresh();
   }
 

@@ -125,7 +125,7 @@ export async function openShardSearcher(options: ShardOptions): Promise<ChunkSea
     cacheDir: options.cacheDir,
     ...(options.modelFingerprint === undefined ? {} : { modelFingerprint: options.modelFingerprint }),
   });
-  return new LocalSearcher(reader);
+  return new LocalSearcher(reader, store);
 }
 
 /** The worker's entry, beside this file (`.ts` from sources, `.js` once bundled). */
