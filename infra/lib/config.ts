@@ -29,6 +29,8 @@ export interface CohortConfig {
   readonly notesPrefix: string;
   /** GPU instance types of the Batch compute environments. Default g5/g6 xlarge and 2xlarge. */
   readonly gpuInstanceTypes: readonly string[];
+  /** CPU instance types of the maintenance (compaction) compute environment. Default m6i.xlarge, m6i.2xlarge. */
+  readonly maintenanceInstanceTypes: readonly string[];
   /** Spot compute environment first, on-demand as the fallback. Default true; false = on-demand only. */
   readonly spot: boolean;
   /** Ceiling of each compute environment in vCPUs (the floor is always 0). Default 64. */
@@ -37,7 +39,7 @@ export interface CohortConfig {
   readonly jobTimeoutMinutes: number;
   /** Attempts per embed job (Spot reclaims retry, application errors do not). Default 3. */
   readonly jobAttempts: number;
-  /** EventBridge schedule of the compaction job, or `off`. Default `cron(0 3 * * ? *)` (03:00 UTC daily). */
+  /** EventBridge schedule of the maintenance job (compaction, then GC), or `off`. Default `cron(0 3 * * ? *)`. */
   readonly compactionSchedule: string;
   /** Memory of the query function in MB (its share of the index lives in memory). Default 6144. */
   readonly queryMemoryMb: number;
@@ -88,6 +90,7 @@ export const DEFAULT_CONFIG: CohortConfig = {
   stackName: 'CohortSearch',
   notesPrefix: 'incoming/',
   gpuInstanceTypes: ['g5.xlarge', 'g5.2xlarge', 'g6.xlarge', 'g6.2xlarge'],
+  maintenanceInstanceTypes: ['m6i.xlarge', 'm6i.2xlarge'],
   spot: true,
   maxGpuVcpus: 64,
   jobTimeoutMinutes: 240,
@@ -221,6 +224,7 @@ export function configFromContext(node: ContextReader, env: NodeJS.ProcessEnv = 
     ...(region === undefined ? {} : { region }),
     notesPrefix,
     gpuInstanceTypes: list(node, 'gpuInstanceTypes') ?? d.gpuInstanceTypes,
+    maintenanceInstanceTypes: list(node, 'maintenanceInstanceTypes') ?? d.maintenanceInstanceTypes,
     spot: bool(node, 'spot', d.spot),
     maxGpuVcpus: num(node, 'maxGpuVcpus', d.maxGpuVcpus, 4, 10_000),
     jobTimeoutMinutes: num(node, 'jobTimeoutMinutes', d.jobTimeoutMinutes, 5, 14 * 24 * 60),

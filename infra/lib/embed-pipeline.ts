@@ -39,6 +39,10 @@ export interface EmbedPipelineProps {
   readonly dispatcherLayers?: readonly lambda.ILayerVersion[];
   /** Image of the embed job (`functions/embed/Dockerfile`). */
   readonly jobImage: ecs.ContainerImage;
+  /** Image of the maintenance job (`infra/jobs/maintenance.Dockerfile`: compaction, then garbage collection). */
+  readonly maintenanceImage: ecs.ContainerImage;
+  /** CPU instance types of the maintenance compute environment. Default m6i.xlarge, m6i.2xlarge. */
+  readonly maintenanceInstanceTypes?: readonly string[];
   /** Notes key prefix that feeds the pipeline. Default `incoming/`. */
   readonly notesPrefix?: string;
   /** GPU instance types. Default g5.xlarge, g5.2xlarge, g6.xlarge, g6.2xlarge. */
@@ -51,7 +55,7 @@ export interface EmbedPipelineProps {
   readonly jobTimeout?: Duration;
   /** Attempts per job. Default 3. */
   readonly jobAttempts?: number;
-  /** Compaction schedule, or undefined for none. Default none. */
+  /** Schedule of the maintenance job (compaction, garbage collection), or undefined for none. Default none. */
   readonly compactionSchedule?: events.Schedule;
   /** Seconds the dispatcher waits to group uploads into one job (SQS batching window, ≤ 300). Default 300. */
   readonly maxAgeSeconds?: number;
@@ -76,12 +80,16 @@ export class EmbedPipeline extends Construct {
   public readonly computeEnvironments: readonly batch.ManagedEc2EcsComputeEnvironment[];
   /** Spot first, then on-demand: where the dispatcher submits. */
   public readonly jobQueue: batch.JobQueue;
-  /** On-demand only: for work that must not be interrupted (the compaction job). */
-  public readonly onDemandQueue: batch.JobQueue;
+  /** CPU hosts (on-demand, from zero) of the maintenance job. */
+  public readonly maintenanceEnvironment: batch.ManagedEc2EcsComputeEnvironment;
+  public readonly maintenanceQueue: batch.JobQueue;
   public readonly jobDefinition: batch.EcsJobDefinition;
-  public readonly compactionDefinition: batch.EcsJobDefinition;
+  /** Compaction, then garbage collection of the index (`infra/jobs/maintenance.ts`). */
+  public readonly maintenanceDefinition: batch.EcsJobDefinition;
   /** The job's role: reads notes, reads and writes the index. */
   public readonly jobRole: iam.Role;
+  /** The maintenance job's role: reads and writes the index; no access to notes. */
+  public readonly maintenanceRole: iam.Role;
   public readonly jobLogGroup: logs.LogGroup;
   /** Matches failed jobs of both queues (for alarms and notifications). */
   public readonly failedJobsRule: events.Rule;
@@ -151,17 +159,27 @@ export class EmbedPipeline extends Construct {
     const instanceTypes = (props.instanceTypes ?? ['g5.xlarge', 'g5.2xlarge', 'g6.xlarge', 'g6.2xlarge']).map(
       (t) => new ec2.InstanceType(t),
     );
-    const environment = (name: string, spot: boolean) =>
+    const environment = (name: string, spot: boolean, gpu = true) =>
       new batch.ManagedEc2EcsComputeEnvironment(this, name, {
         vpc: props.vpc,
         vpcSubnets: props.subnets,
         securityGroups: [hostGroup],
-        instanceTypes,
+        instanceTypes: gpu
+          ? instanceTypes
+          : (props.maintenanceInstanceTypes ?? ['m6i.xlarge', 'm6i.2xlarge']).map(
+              (t) => new ec2.InstanceType(t),
+            ),
         useOptimalInstanceClasses: false,
-        images: [{ imageType: batch.EcsMachineImageType.ECS_AL2023_NVIDIA }],
+        images: [
+          {
+            imageType: gpu
+              ? batch.EcsMachineImageType.ECS_AL2023_NVIDIA
+              : batch.EcsMachineImageType.ECS_AL2023,
+          },
+        ],
         launchTemplate: this.launchTemplate,
         minvCpus: 0,
-        maxvCpus: props.maxvCpus ?? 64,
+        maxvCpus: gpu ? (props.maxvCpus ?? 64) : 16,
         spot,
         allocationStrategy: spot
           ? batch.AllocationStrategy.SPOT_PRICE_CAPACITY_OPTIMIZED
@@ -178,8 +196,9 @@ export class EmbedPipeline extends Construct {
         order: i + 1,
       })),
     });
-    this.onDemandQueue = new batch.JobQueue(this, 'OnDemandQueue', {
-      computeEnvironments: [{ computeEnvironment: onDemand, order: 1 }],
+    this.maintenanceEnvironment = environment('Maintenance', false, false);
+    this.maintenanceQueue = new batch.JobQueue(this, 'MaintenanceQueue', {
+      computeEnvironments: [{ computeEnvironment: this.maintenanceEnvironment, order: 1 }],
     });
 
     this.jobRole = new iam.Role(this, 'JobRole', {
@@ -188,6 +207,11 @@ export class EmbedPipeline extends Construct {
     });
     buckets.grantReadNotes(this.jobRole);
     buckets.grantWriteIndex(this.jobRole);
+    this.maintenanceRole = new iam.Role(this, 'MaintenanceRole', {
+      assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
+      description: 'Index maintenance job: reads and writes the index',
+    });
+    buckets.grantWriteIndex(this.maintenanceRole);
     this.jobLogGroup = new logs.LogGroup(this, 'JobLogs', {
       encryptionKey: props.opsKey,
       retention: logRetention,
@@ -202,18 +226,29 @@ export class EmbedPipeline extends Construct {
       AWS_DEFAULT_REGION: region,
       ...props.jobEnvironment,
     };
-    const container = (name: string, command?: string[]) =>
-      new batch.EcsEc2ContainerDefinition(this, name, {
-        image: props.jobImage,
-        cpu: 4,
-        memory: Size.gibibytes(14),
-        // Compaction merges stored vectors on the CPU: it needs no GPU of its own, so it can share a host.
-        ...(command === undefined ? { gpu: 1 } : {}),
-        jobRole: this.jobRole,
-        environment: jobEnv,
-        logging: LogDriver.awsLogs({ logGroup: this.jobLogGroup, streamPrefix: 'embed' }),
-        ...(command === undefined ? {} : { command }),
-      });
+    const embedContainer = new batch.EcsEc2ContainerDefinition(this, 'EmbedContainer', {
+      image: props.jobImage,
+      cpu: 4,
+      memory: Size.gibibytes(14),
+      gpu: 1,
+      jobRole: this.jobRole,
+      environment: jobEnv,
+      logging: LogDriver.awsLogs({ logGroup: this.jobLogGroup, streamPrefix: 'embed' }),
+    });
+    // Compaction merges the stored vectors (no re-embedding): CPU hosts, no GPU.
+    const maintenanceContainer = new batch.EcsEc2ContainerDefinition(this, 'MaintenanceContainer', {
+      image: props.maintenanceImage,
+      cpu: 4,
+      memory: Size.gibibytes(14),
+      jobRole: this.maintenanceRole,
+      environment: {
+        INDEX_URI: indexUri,
+        [JOB_ENV.kmsKeyId]: buckets.key.keyArn,
+        AWS_REGION: region,
+        AWS_DEFAULT_REGION: region,
+      },
+      logging: LogDriver.awsLogs({ logGroup: this.jobLogGroup, streamPrefix: 'maintenance' }),
+    });
     const retryStrategies = [
       // Spot reclaims and host failures ("Host EC2 (instance i-…) terminated.") are retried...
       batch.RetryStrategy.of(batch.Action.RETRY, batch.Reason.custom({ onStatusReason: 'Host EC2*' })),
@@ -224,24 +259,26 @@ export class EmbedPipeline extends Construct {
       batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom({ onExitCode: '*' })),
       batch.RetryStrategy.of(batch.Action.EXIT, batch.Reason.custom({ onReason: '*' })),
     ];
-    Validations.of(this.jobRole).acknowledge({
-      id: 'HIPAA.Security-IAMNoInlinePolicy',
-      reason: INLINE_POLICY_REASON,
-    });
+    for (const role of [this.jobRole, this.maintenanceRole]) {
+      Validations.of(role).acknowledge({
+        id: 'HIPAA.Security-IAMNoInlinePolicy',
+        reason: INLINE_POLICY_REASON,
+      });
+    }
     const timeout = props.jobTimeout ?? Duration.hours(4);
     this.jobDefinition = new batch.EcsJobDefinition(this, 'EmbedJob', {
-      container: container('EmbedContainer'),
+      container: embedContainer,
       retryAttempts: props.jobAttempts ?? 3,
       retryStrategies,
       timeout,
     });
-    this.compactionDefinition = new batch.EcsJobDefinition(this, 'CompactionJob', {
-      container: container('CompactionContainer', COMPACTION_COMMAND(indexUri)),
+    this.maintenanceDefinition = new batch.EcsJobDefinition(this, 'MaintenanceJob', {
+      container: maintenanceContainer,
       retryAttempts: props.jobAttempts ?? 3,
       retryStrategies,
       timeout,
     });
-    for (const definition of [this.jobDefinition, this.compactionDefinition]) {
+    for (const definition of [this.jobDefinition, this.maintenanceDefinition]) {
       Validations.of(definition.container.executionRole).acknowledge(
         {
           id: 'AwsSolutions-IAM5[Resource::*]',
@@ -250,13 +287,13 @@ export class EmbedPipeline extends Construct {
         },
         { id: 'HIPAA.Security-IAMNoInlinePolicy', reason: INLINE_POLICY_REASON },
       );
-      // The EventBridge role that submits the scheduled compaction job lives under the job definition.
+      // The EventBridge role that submits the scheduled maintenance job lives under the job definition.
       Validations.of(definition).acknowledge({
         id: 'HIPAA.Security-IAMNoInlinePolicy',
         reason: INLINE_POLICY_REASON,
       });
     }
-    for (const env of this.computeEnvironments) {
+    for (const env of [...this.computeEnvironments, this.maintenanceEnvironment]) {
       Validations.of(env).acknowledge({
         id: managedPolicyFinding('service-role/AmazonEC2ContainerServiceforEC2Role'),
         reason:
@@ -319,17 +356,17 @@ export class EmbedPipeline extends Construct {
 
     if (props.compactionSchedule !== undefined) {
       const compaction = new events.Rule(this, 'CompactionSchedule', {
-        description: 'Scheduled index compaction',
+        description: 'Scheduled index maintenance: compaction, then garbage collection',
         schedule: props.compactionSchedule,
       });
       compaction.addTarget(
         new targets.BatchJob(
-          this.onDemandQueue.jobQueueArn,
-          this.onDemandQueue,
-          this.compactionDefinition.jobDefinitionArn,
-          this.compactionDefinition,
+          this.maintenanceQueue.jobQueueArn,
+          this.maintenanceQueue,
+          this.maintenanceDefinition.jobDefinitionArn,
+          this.maintenanceDefinition,
           {
-            jobName: 'cohort-compaction',
+            jobName: 'cohort-maintenance',
             attempts: 1,
             deadLetterQueue: this.deadLetterQueue,
             retryAttempts: 2,
@@ -339,18 +376,15 @@ export class EmbedPipeline extends Construct {
     }
 
     this.failedJobsRule = new events.Rule(this, 'FailedJobs', {
-      description: 'Embed or compaction jobs that failed after their last attempt',
+      description: 'Embed or maintenance jobs that failed after their last attempt',
       eventPattern: {
         source: ['aws.batch'],
         detailType: ['Batch Job State Change'],
-        detail: { status: ['FAILED'], jobQueue: [this.jobQueue.jobQueueArn, this.onDemandQueue.jobQueueArn] },
+        detail: {
+          status: ['FAILED'],
+          jobQueue: [this.jobQueue.jobQueueArn, this.maintenanceQueue.jobQueueArn],
+        },
       },
     });
   }
 }
-
-/**
- * Command of the compaction job: the image's entry point is the `cohort` command line, whose
- * `index compact` rewrites segments without deleted chunks and commits.
- */
-export const COMPACTION_COMMAND = (indexUri: string): string[] => ['index', 'compact', '--data', indexUri];

@@ -115,7 +115,6 @@ export class QueryApi extends Construct {
           ...env,
           POWERTOOLS_SERVICE_NAME: name === 'Query' ? 'cohort-query' : 'cohort-query-shard',
           POWERTOOLS_METRICS_NAMESPACE: 'CohortSearch',
-          NODE_OPTIONS: '--enable-source-maps',
         },
       });
       acknowledgeFunction(

@@ -18,6 +18,7 @@ import { Observability } from './observability.ts';
 import {
   handlerCode,
   jobImage,
+  maintenanceImage,
   modelLayerCode,
   type NativeBuild,
   nativeLayerCode,
@@ -137,6 +138,8 @@ export class CohortSearchStack extends Stack {
       dispatcherCode: handlerCode(DISPATCHER_ENTRY),
       dispatcherLayers: [nativeLayer],
       jobImage: jobImage(),
+      maintenanceImage: maintenanceImage(),
+      maintenanceInstanceTypes: config.maintenanceInstanceTypes,
       notesPrefix: config.notesPrefix,
       instanceTypes: config.gpuInstanceTypes,
       spot: config.spot,

@@ -186,6 +186,13 @@ describe('least privilege', () => {
     expect(bucketActions(job, idOf(s.stack.buckets.audit)).size).toBe(0);
   });
 
+  it('lets the maintenance job read and write the index but not touch notes or audit records', () => {
+    const role = idOf(s.stack.pipeline.maintenanceRole);
+    expect(bucketActions(role, idOf(s.stack.buckets.index))).toContain('s3:DeleteObject');
+    expect(bucketActions(role, idOf(s.stack.buckets.notes)).size).toBe(0);
+    expect(bucketActions(role, idOf(s.stack.buckets.audit)).size).toBe(0);
+  });
+
   it('lets no role delete, overwrite or reconfigure notes', () => {
     const notes = idOf(s.stack.buckets.notes);
     for (const [id, p] of ofType('AWS::IAM::Policy')) {
@@ -362,14 +369,27 @@ describe('EmbedPipeline', () => {
     });
   });
 
-  it('schedules compaction on the on-demand queue', () => {
+  it('schedules compaction and garbage collection on CPU hosts that scale from zero', () => {
+    const env = resources[idOf(s.stack.pipeline.maintenanceEnvironment)]!.Properties['ComputeResources'];
+    expect(env).toMatchObject({
+      Type: 'EC2',
+      MinvCpus: 0,
+      InstanceTypes: ['m6i.xlarge', 'm6i.2xlarge'],
+      Ec2Configuration: [{ ImageType: 'ECS_AL2023' }],
+      LaunchTemplate: { LaunchTemplateId: { Ref: idOf(s.stack.pipeline.launchTemplate) } },
+    });
+    const container = resources[idOf(s.stack.pipeline.maintenanceDefinition)]!.Properties[
+      'ContainerProperties'
+    ] as { ResourceRequirements: Json[]; Environment: { Name: string }[] };
+    expect(container.ResourceRequirements.map((r) => r['Type']).sort()).toEqual(['MEMORY', 'VCPU']);
+    expect(container.Environment.map((e) => e.Name)).toContain('INDEX_URI');
     s.template.hasResourceProperties('AWS::Events::Rule', {
       ScheduleExpression: 'cron(0 3 * * ? *)',
       Targets: [
         Match.objectLike({
-          Arn: { 'Fn::GetAtt': [idOf(s.stack.pipeline.onDemandQueue), 'JobQueueArn'] },
+          Arn: { 'Fn::GetAtt': [idOf(s.stack.pipeline.maintenanceQueue), 'JobQueueArn'] },
           BatchParameters: Match.objectLike({
-            JobDefinition: { Ref: idOf(s.stack.pipeline.compactionDefinition) },
+            JobDefinition: { Ref: idOf(s.stack.pipeline.maintenanceDefinition) },
           }),
         }),
       ],

@@ -131,11 +131,13 @@ describe('the CDK app', () => {
     expect(JSON.stringify(value('MODEL_URI'))).toContain(`/models/${sha256.slice(0, 16)}/`);
   });
 
-  it('stages the job image context with the Dockerfile and without installed modules', () => {
-    const [image] = Object.values(assets.dockerImages);
-    expect(image!.source.dockerFile).toBe('functions/embed/Dockerfile');
+  it('stages the job images’ context with their Dockerfiles and without installed modules', () => {
+    const files = Object.values(assets.dockerImages).map((i) => i.source.dockerFile);
+    expect(files.sort()).toEqual(['functions/embed/Dockerfile', 'infra/jobs/maintenance.Dockerfile']);
+    const image = Object.values(assets.dockerImages)[0];
     const context = join(out, image!.source.directory);
     expect(existsSync(join(context, 'functions/embed/Dockerfile'))).toBe(true);
+    expect(existsSync(join(context, 'infra/jobs/maintenance.ts'))).toBe(true);
     expect(existsSync(join(context, 'package-lock.json'))).toBe(true);
     expect(existsSync(join(context, 'node_modules'))).toBe(false);
   });

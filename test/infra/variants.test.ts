@@ -51,8 +51,10 @@ describe('CohortSearchStack variants', () => {
 
   it('runs on-demand only, with no compaction schedule, when Spot and compaction are off', () => {
     const { template } = synthStack({ spot: 'false', compactionSchedule: 'off' });
-    const envs = Object.values(template.findResources('AWS::Batch::ComputeEnvironment'));
-    expect(envs.map((e) => e['Properties']['ComputeResources']['Type'])).toEqual(['EC2']);
+    const gpu = Object.values(template.findResources('AWS::Batch::ComputeEnvironment')).filter(
+      (e) => e['Properties']['ComputeResources']['Ec2Configuration'][0]['ImageType'] === 'ECS_AL2023_NVIDIA',
+    );
+    expect(gpu.map((e) => e['Properties']['ComputeResources']['Type'])).toEqual(['EC2']);
     expect(
       Object.values(template.findResources('AWS::Events::Rule')).filter(
         (r) => r['Properties']['ScheduleExpression'],

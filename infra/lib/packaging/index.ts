@@ -173,11 +173,20 @@ export function imageExcludes(root: string = REPO_ROOT): string[] {
 
 /** The embed job image, built from `functions/embed/Dockerfile` with the repository as context. */
 export function jobImage(): ecs.ContainerImage {
+  return repositoryImage('functions/embed/Dockerfile');
+}
+
+/** The maintenance job image (compaction, garbage collection), from `infra/jobs/maintenance.Dockerfile`. */
+export function maintenanceImage(): ecs.ContainerImage {
+  return repositoryImage('infra/jobs/maintenance.Dockerfile');
+}
+
+function repositoryImage(file: string): ecs.ContainerImage {
   return ecs.ContainerImage.fromAsset(REPO_ROOT, {
-    file: 'functions/embed/Dockerfile',
+    file,
     exclude: imageExcludes(),
     ignoreMode: IgnoreMode.DOCKER,
-    // g5/g6 hosts are x86_64; an arm64 laptop must still build an amd64 image.
+    // Batch hosts are x86_64; an arm64 laptop must still build an amd64 image.
     platform: Platform.LINUX_AMD64,
   });
 }
