@@ -2,10 +2,16 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { collectFiles, LocalFileSource, localObjectRef, makeJobSpec, runJob } from '@cohort/embed';
+import {
+  collectFiles,
+  LocalFileSource,
+  localObjectRef,
+  makeJobSpec,
+  runJob,
+  WorkerEncoder,
+} from '@cohort/embed';
 import {
   BERT_BASE_CONFIG,
-  Encoder,
   importCheckpoint,
   seededUniform,
   writeRandomBertCheckpoint,
@@ -83,7 +89,8 @@ export async function runIngestBench(): Promise<void> {
   const notesDir = join(WORK, 'ingest-notes');
   log(`generating ${NOTES} notes`);
   await writeNotes(notesDir);
-  const encoder = await Encoder.load(bundle, { provider: 'cpu', variant: 'int8', threads: THREADS });
+  // The job's encoder runs on a worker thread, as in `cohort ingest` and the batch job.
+  const encoder = await WorkerEncoder.start(bundle, { provider: 'cpu', variant: 'int8', threads: THREADS });
   const chunker = await NoteChunker.create({
     tokenizer: encoder.tokenizer,
     maxTokens: encoder.info.maxLength,

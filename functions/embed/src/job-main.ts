@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { S3Client } from '@aws-sdk/client-s3';
-import { Encoder, verifyBundle } from '@cohort/encoder';
+import { verifyBundle } from '@cohort/encoder';
 import { openStore } from '@cohort/index';
 import { jobConfigFromEnv } from './config.ts';
+import { WorkerEncoder } from './encoder-worker.ts';
 import { EmbedConfigError } from './errors.ts';
 import { runJob } from './job.ts';
 import { LocalFileSource, RoutingSource, S3ObjectSource } from './sources.ts';
@@ -48,7 +49,7 @@ export async function main(
       // model.json names the sha256 of every weight and tokenizer file; check them all.
       await verifyBundle(config.modelDir);
     }
-    const encoder = await Encoder.load(config.modelDir, { provider: config.provider, logger });
+    const encoder = await WorkerEncoder.start(config.modelDir, { provider: config.provider });
     try {
       const store = openStore(spec.index, {
         local: { staleLockMs: config.staleLockMs },

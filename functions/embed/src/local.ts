@@ -4,9 +4,10 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Encoder, type EncoderLogger, type Provider, resolveModelBundle } from '@cohort/encoder';
+import { type EncoderLogger, type Provider, resolveModelBundle } from '@cohort/encoder';
 import { type ObjectStore, type OpenStoreOptions, openStore } from '@cohort/index';
 import { SIDECAR_SUFFIX } from '@cohort/notes';
+import { WorkerEncoder } from './encoder-worker.ts';
 import { EmbedConfigError } from './errors.ts';
 import type { ObjectRef } from './events.ts';
 import { type JobLogger, type JobProgress, runJob, type SkipCounts } from './job.ts';
@@ -108,10 +109,14 @@ export async function ingestLocal(options: IngestLocalOptions): Promise<IngestSu
   const spec = makeJobSpec(options.data, refs);
   await writeJobSpec(store, spec);
   const model = await resolveModelBundle(options.model);
-  const encoder = await Encoder.load(model.dir, {
+  const encoder = await WorkerEncoder.start(model.dir, {
     provider: options.provider ?? 'cpu',
     ...(options.threads ? { threads: options.threads } : {}),
-    ...(options.logger ? { logger: options.logger } : {}),
+  });
+  options.logger?.info('encoder loaded', {
+    fingerprint: encoder.info.fingerprint,
+    provider: encoder.provider,
+    variant: encoder.variant,
   });
   try {
     const report = await runJob(spec, {

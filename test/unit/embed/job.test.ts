@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runJob } from '../../../functions/embed/src/job.ts';
 import { collectFiles } from '../../../functions/embed/src/local.ts';
-import { LocalFileSource, localObjectRef } from '../../../functions/embed/src/sources.ts';
+import { fileSha256, LocalFileSource, localObjectRef } from '../../../functions/embed/src/sources.ts';
 import { jobReportKey, makeJobSpec } from '../../../functions/embed/src/spec.ts';
 import { Encoder } from '../../../layers/encoder/src/encoder.ts';
 import { IndexReader } from '../../../layers/index/src/reader.ts';
@@ -30,6 +30,7 @@ describe('runJob on the directory store', () => {
     const store = new LocalDirectoryStore(join(root.dir, 'index-a'), { fsync: false });
     const refs = await Promise.all((await collectFiles([set.root])).map(localObjectRef));
     const spec = makeJobSpec(join(root.dir, 'index-a'), refs);
+    const before = await Promise.all(set.files.map(fileSha256));
     const report = await runJob(spec, {
       store,
       source: new LocalFileSource(),
@@ -44,6 +45,10 @@ describe('runJob on the directory store', () => {
     expect(report.notes).toBe(set.noteIds.length);
     expect(report.quarantined.map((q) => q.reason).sort()).toEqual(set.quarantineReasons);
     expect(report.parts).toBeGreaterThan(1);
+    // Sources are read, never changed or removed, quarantined ones included.
+    expect(await Promise.all(set.files.map(fileSha256))).toEqual(before);
+    for (const q of report.quarantined) expect(q.source.key.startsWith(set.root)).toBe(true);
+    expect((await collectFiles([set.root])).length).toBe(set.files.length);
     const stored = JSON.parse(new TextDecoder().decode(await store.get(jobReportKey(spec.id))));
     expect(stored.chunks).toBe(report.chunks);
     expect(Object.keys(stored.timings).sort()).toEqual(

@@ -1,0 +1,41 @@
+// The encoder's worker thread (see encoder-worker.ts). Plain JavaScript, so that it starts the same
+// way under every runner (node --import tsx, the CLI, vitest): it registers tsx itself, then loads
+// the encoder layer from its TypeScript sources and serves embed requests.
+import { parentPort, workerData } from 'node:worker_threads';
+
+const { register } = await import(workerData.tsxApi);
+register();
+const { Encoder } = await import(workerData.encoderModule);
+let encoder;
+try {
+  encoder = await Encoder.load(workerData.bundleDir, {
+    ...workerData.options,
+    // The worker has no logger of the caller's; the caller logs the provider it reports.
+    logger: { debug() {}, info() {}, warn() {} },
+  });
+  parentPort.postMessage({
+    type: 'ready',
+    provider: encoder.provider,
+    variant: encoder.variant,
+  });
+} catch (error) {
+  parentPort.postMessage({ type: 'failed', name: error.name, message: error.message });
+}
+
+parentPort.on('message', async (message) => {
+  if (message.type === 'close') {
+    await encoder?.close();
+    parentPort.close();
+    return;
+  }
+  try {
+    const result = await encoder.embedIds(message.ids, message.options);
+    const flat = new Float32Array(result.embeddings.length * encoder.dims);
+    for (let i = 0; i < result.embeddings.length; i++) flat.set(result.embeddings[i], i * encoder.dims);
+    parentPort.postMessage({ type: 'result', id: message.id, flat, truncated: result.truncated }, [
+      flat.buffer,
+    ]);
+  } catch (error) {
+    parentPort.postMessage({ type: 'error', id: message.id, name: error.name, message: error.message });
+  }
+});

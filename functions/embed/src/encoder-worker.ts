@@ -1,0 +1,156 @@
+/**
+ * The encoder on a worker thread. onnxruntime-node's `session.run` holds the thread that calls it
+ * for the whole batch (measured: event-loop gaps of seconds during a BERT-base batch on the CPU),
+ * so an encoder on the main thread would stop reading, parsing, uploads and commits while it runs.
+ * Here the session lives on its own thread; the main thread keeps the tokenizer (for chunking and
+ * token ids) and sends token ids over, getting vectors back in a transferred buffer.
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import {
+  type BertTokenizer,
+  type EmbedOptions,
+  type EncoderOptions,
+  loadBundleTokenizer,
+  type ModelInfo,
+  type ResolvedProvider,
+  readBundleInfo,
+  type TokenizedText,
+  type Variant,
+} from '@cohort/encoder';
+import { EmbedError } from './errors.ts';
+
+/** What the job needs of an encoder: the bundle's info and tokenizer, and embedding of token ids. */
+export interface JobEncoder {
+  readonly info: ModelInfo;
+  readonly dims: number;
+  readonly provider: ResolvedProvider;
+  readonly variant: Variant;
+  readonly tokenizer: BertTokenizer;
+  tokenize(texts: readonly string[]): Promise<TokenizedText[]>;
+  embedIds(
+    sequences: readonly number[][],
+    options?: EmbedOptions,
+  ): Promise<{ readonly embeddings: Float32Array[]; readonly truncated: number[] }>;
+  close(): Promise<void>;
+}
+
+/** The worker failed to start the encoder, or a request failed in it; the worker's error name is kept. */
+export class EncoderWorkerError extends EmbedError {}
+
+type Reply =
+  | { type: 'ready'; provider: ResolvedProvider; variant: Variant }
+  | { type: 'failed' | 'error'; id?: number; name: string; message: string }
+  | { type: 'result'; id: number; flat: Float32Array; truncated: number[] };
+
+/** An encoder whose ONNX Runtime session runs on a worker thread; see the module comment. */
+export class WorkerEncoder implements JobEncoder {
+  private nextId = 0;
+  private readonly pending = new Map<
+    number,
+    { resolve: (r: { embeddings: Float32Array[]; truncated: number[] }) => void; reject: (e: Error) => void }
+  >();
+
+  private constructor(
+    private readonly worker: Worker,
+    /** The bundle's `model.json`. */
+    readonly info: ModelInfo,
+    /** The bundle's tokenizer, on this thread. */
+    readonly tokenizer: BertTokenizer,
+    /** Provider the worker's session runs on. */
+    readonly provider: ResolvedProvider,
+    /** Variant the worker loaded. */
+    readonly variant: Variant,
+  ) {
+    worker.on('message', (reply: Reply) => {
+      if (reply.type === 'ready' || reply.type === 'failed' || reply.id === undefined) return;
+      const waiter = this.pending.get(reply.id);
+      this.pending.delete(reply.id);
+      if (!waiter) return;
+      if (reply.type === 'result') {
+        const dims = this.info.dims;
+        const count = reply.flat.length / dims;
+        waiter.resolve({
+          embeddings: Array.from({ length: count }, (_, i) => reply.flat.subarray(i * dims, (i + 1) * dims)),
+          truncated: reply.truncated,
+        });
+      } else {
+        waiter.reject(new EncoderWorkerError(`${reply.name}: ${reply.message}`));
+      }
+    });
+    worker.on('error', (error) => this.failAll(error));
+    worker.on('exit', (code) =>
+      this.failAll(new EncoderWorkerError(`encoder worker exited with code ${code}`)),
+    );
+  }
+
+  /**
+   * Loads a bundle on a new worker thread (and its tokenizer and info on this one).
+   * @throws EncoderWorkerError naming the encoder's error (e.g. ProviderUnavailableError) when it cannot start
+   */
+  static async start(
+    bundleDir: string,
+    options: Omit<EncoderOptions, 'logger'> = {},
+  ): Promise<WorkerEncoder> {
+    const info = await readBundleInfo(bundleDir);
+    const tokenizer = await loadBundleTokenizer(bundleDir, info);
+    const require = createRequire(import.meta.url);
+    const worker = new Worker(new URL('./encoder-worker.mjs', import.meta.url), {
+      workerData: {
+        // The ESM entry of tsx's API (its `import` export): `require.resolve` would give the CommonJS one.
+        tsxApi: pathToFileURL(join(dirname(require.resolve('tsx/package.json')), 'dist/esm/api/index.mjs')).href,
+        encoderModule: pathToFileURL(require.resolve('@cohort/encoder')).href,
+        bundleDir,
+        options,
+      },
+    });
+    const ready = await new Promise<Reply>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    if (ready.type !== 'ready') {
+      await worker.terminate();
+      const message =
+        ready.type === 'failed' || ready.type === 'error' ? `${ready.name}: ${ready.message}` : 'no reply';
+      throw new EncoderWorkerError(`the encoder could not start: ${message}`);
+    }
+    return new WorkerEncoder(worker, info, tokenizer, ready.provider, ready.variant);
+  }
+
+  /** Embedding dimensions. */
+  get dims(): number {
+    return this.info.dims;
+  }
+
+  /** Tokenizes texts with the bundle's settings, without truncation (on this thread). */
+  tokenize(texts: readonly string[]): Promise<TokenizedText[]> {
+    return this.tokenizer.encodeBatch(texts);
+  }
+
+  /** Embeds token ids on the worker; as `Encoder.embedIds`. */
+  embedIds(
+    sequences: readonly number[][],
+    options: EmbedOptions = {},
+  ): Promise<{ embeddings: Float32Array[]; truncated: number[] }> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ type: 'embed', id, ids: sequences, options });
+    });
+  }
+
+  /** Releases the session and ends the worker. */
+  async close(): Promise<void> {
+    const exited = new Promise((resolve) => this.worker.once('exit', resolve));
+    this.worker.postMessage({ type: 'close' });
+    await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
+    await this.worker.terminate();
+  }
+
+  private failAll(error: Error): void {
+    for (const waiter of this.pending.values()) waiter.reject(error);
+    this.pending.clear();
+  }
+}
