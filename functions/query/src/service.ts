@@ -57,6 +57,7 @@ export class QueryService {
   private checking: Promise<void> | undefined;
   private inFlight = 0;
   private served = false;
+  private readonly running = new Set<Promise<void>>();
   private lastRefreshError: string | undefined;
   private readonly logger: EncoderLogger;
   private readonly now: () => number;
@@ -157,10 +158,17 @@ export class QueryService {
     const limit = this.options.maxInFlight ?? 64;
     if (this.inFlight >= limit) throw new TooManyRequestsError();
     this.inFlight++;
+    const running = this.run(request, identity);
+    const settled = running.then(
+      () => {},
+      () => {},
+    );
+    this.running.add(settled);
     try {
-      return await this.run(request, identity);
+      return await running;
     } finally {
       this.inFlight--;
+      this.running.delete(settled);
     }
   }
 
@@ -303,8 +311,12 @@ export class QueryService {
     return response;
   }
 
-  /** Releases the model and the searcher. */
+  /**
+   * Lets the searches in flight finish (their clients may have gone: a server closing does not
+   * wait for handlers whose socket closed), then releases the model and the searcher.
+   */
   async close(): Promise<void> {
+    await Promise.all([...this.running]);
     await Promise.all([this.options.searcher.close(), this.options.embedder.close()]);
   }
 }

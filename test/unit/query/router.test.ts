@@ -349,3 +349,24 @@ describe('warm container', () => {
     await slow.close();
   });
 });
+
+describe('closing', () => {
+  it('lets the searches in flight finish before releasing the model', async () => {
+    const closing = await openQueryService({
+      modelDir: index.bundle,
+      indexUri: index.indexDir,
+      audit: index.auditDir,
+      cacheDir: index.cacheDir,
+      threads: 1,
+    });
+    const pending = closing.search(
+      (await import('../../../functions/query/src/schemas.ts')).SearchRequestSchema.parse({
+        query: TEST_QUERY,
+        k: 2,
+      }),
+      identity,
+    );
+    await closing.close();
+    expect((await pending).cohort.map((m) => m.patientId)).toEqual(['p1', 'p3']);
+  });
+});
