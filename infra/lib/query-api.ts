@@ -45,8 +45,10 @@ export interface QueryApiProps {
   /** Code of the API handler and of the shard handler (`index.handler` each). */
   readonly apiCode: lambda.Code;
   readonly shardCode: lambda.Code;
-  /** Layers of both: native dependencies and the model. */
+  /** Layers of the query and shard functions: the native dependencies. */
   readonly layers: readonly lambda.ILayerVersion[];
+  /** Layers of the query function only: the model (shards search vectors the query function encoded). */
+  readonly queryLayers?: readonly lambda.ILayerVersion[];
   /** Memory of the API function in MB. Default 6144. */
   readonly memoryMb?: number;
   /** /tmp of the API and shard functions in MB (segment cache). Default 10240. */
@@ -94,7 +96,7 @@ export class QueryApi extends Construct {
         architecture: lambda.Architecture.X86_64,
         handler: 'index.handler',
         code: name === 'Query' ? props.apiCode : props.shardCode,
-        layers: [...props.layers],
+        layers: [...props.layers, ...(name === 'Query' ? (props.queryLayers ?? []) : [])],
         memorySize: memoryMb,
         ephemeralStorageSize: ephemeral,
         // A cold start loads the model and fetches segments into /tmp; searches themselves take ms.

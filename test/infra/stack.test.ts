@@ -455,6 +455,8 @@ describe('QueryApi', () => {
       const vars = (resources[idOf(shard)]!.Properties['Environment'] as { Variables: Json }).Variables;
       expect(vars).toMatchObject({ SHARD_INDEX: String(i), SHARD_COUNT: '2' });
       expect(vars['AUDIT_URI']).toBeUndefined();
+      // The native layer only: shards search vectors the query function encoded, so no model.
+      expect(resources[idOf(shard)]!.Properties['Layers']).toHaveLength(1);
     });
     const invoke = statementsOf(idOf(s.stack.query.queryFunction.role!)).find((st) =>
       actions(st).includes('lambda:InvokeFunction'),
