@@ -87,15 +87,25 @@ export class Observability extends Construct {
       period: five,
     });
     const functions = [props.queryFunction, props.dispatcher, ...props.shardFunctions];
-    const throttles = new cloudwatch.MathExpression({
-      expression: functions.map((_, i) => `t${i}`).join(' + '),
-      usingMetrics: Object.fromEntries(
-        functions.map((fn, i) => [`t${i}`, fn.metricThrottles({ period: five, statistic: 'Sum' })]),
-      ),
-      period: five,
-      label: 'Lambda throttles',
-    });
-
+    // A metric-math alarm may use at most 10 metrics: one throttle sum per 10 functions.
+    const throttleSums: cloudwatch.MathExpression[] = [];
+    for (let start = 0; start < functions.length; start += 10) {
+      const group = functions.slice(start, start + 10);
+      throttleSums.push(
+        new cloudwatch.MathExpression({
+          // Ids are unique across the sums: the dashboard graphs them together.
+          expression: group.map((_, i) => `t${start + i}`).join(' + '),
+          usingMetrics: Object.fromEntries(
+            group.map((fn, i) => [`t${start + i}`, fn.metricThrottles({ period: five, statistic: 'Sum' })]),
+          ),
+          period: five,
+          label:
+            start === 0
+              ? 'Lambda throttles'
+              : `Lambda throttles (functions ${start + 1}–${start + group.length})`,
+        }),
+      );
+    }
     const alarm = (name: string, metric: cloudwatch.IMetric, threshold: number, description: string) => {
       const a = new cloudwatch.Alarm(this, name, {
         metric,
@@ -119,7 +129,14 @@ export class Observability extends Construct {
       alarm('QueryErrors', queryErrors, 5, 'The query function failed 5 or more times in 5 minutes'),
       alarm('Api5xx', api5xx, 5, 'The API answered 5xx 5 or more times in 5 minutes'),
       alarm('QueryLatencyP99', latency, props.p99LatencyMs ?? 3000, 'p99 API latency is high'),
-      alarm('Throttles', throttles, 1, 'A function was throttled (reserved concurrency reached)'),
+      ...throttleSums.map((sum, i) =>
+        alarm(
+          i === 0 ? 'Throttles' : `Throttles${i + 1}`,
+          sum,
+          1,
+          'A function was throttled (reserved concurrency reached)',
+        ),
+      ),
       alarm('Backlog', backlogAge, 3600, 'Note events have waited over an hour'),
     ];
 
@@ -160,7 +177,7 @@ export class Observability extends Construct {
             title: 'API latency (p50, p99)',
             left: [latency.with({ statistic: 'p50' }), latency],
           }),
-          new cloudwatch.GraphWidget({ title: 'Throttles', left: [throttles] }),
+          new cloudwatch.GraphWidget({ title: 'Throttles', left: throttleSums }),
         ],
         [
           new cloudwatch.GraphWidget({

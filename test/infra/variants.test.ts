@@ -61,4 +61,17 @@ describe('CohortSearchStack variants', () => {
       ),
     ).toEqual([]);
   });
+
+  it('splits the throttle alarm so that no alarm uses more than 10 metrics in its math', () => {
+    const { template } = synthStack({ queryShards: 12 });
+    const alarms = Object.entries(template.findResources('AWS::CloudWatch::Alarm')).filter(([id]) =>
+      id.includes('Throttles'),
+    );
+    expect(alarms).toHaveLength(2);
+    const counts = alarms.map(
+      ([, a]) =>
+        (a['Properties']['Metrics'] as { MetricStat?: unknown }[]).filter((m) => m.MetricStat).length,
+    );
+    expect(counts.sort()).toEqual([10, 4]);
+  });
 });
