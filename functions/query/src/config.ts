@@ -10,7 +10,7 @@ import { ConfigError } from './errors.ts';
 export const QUERY_ENV = {
   INDEX_URI: 'the index: s3://bucket/prefix (or a directory locally). Required.',
   MODEL_DIR:
-    'the query model bundle directory (e.g. /opt/model from a layer); int8 is loaded on the CPU. Required.',
+    'the query model bundle directory (e.g. /opt/model from a layer); int8 is loaded on the CPU. Required by the API function (shards load no model).',
   AUDIT_URI:
     'where audit records go: s3://audit-bucket/audit/ (encrypted, append-only) or a directory. Required by the API function.',
   SHARD_FUNCTIONS:
@@ -27,7 +27,7 @@ const positiveInt = (fallback: number) => z.coerce.number().int().positive().def
 
 const schema = z.object({
   INDEX_URI: z.string().min(1),
-  MODEL_DIR: z.string().min(1),
+  MODEL_DIR: z.string().min(1).optional(),
   AUDIT_URI: z.string().min(1).optional(),
   SHARD_FUNCTIONS: z
     .string()
@@ -49,7 +49,8 @@ const schema = z.object({
 /** The parsed configuration. */
 export interface QueryConfig {
   readonly indexUri: string;
-  readonly modelDir: string;
+  /** Undefined only in shard functions (they embed nothing). */
+  readonly modelDir?: string;
   /** Undefined only in shard functions (they answer no searches of their own). */
   readonly auditUri?: string;
   readonly shardFunctions: readonly string[];
@@ -77,6 +78,7 @@ export function readQueryConfig(
   }
   const e = parsed.data;
   if (role === 'api' && !e.AUDIT_URI) throw new ConfigError('bad query configuration: AUDIT_URI is required');
+  if (role === 'api' && !e.MODEL_DIR) throw new ConfigError('bad query configuration: MODEL_DIR is required');
   if (role === 'shard' && e.SHARD_INDEX >= e.SHARD_COUNT) {
     throw new ConfigError(
       `bad query configuration: SHARD_INDEX ${e.SHARD_INDEX} ≥ SHARD_COUNT ${e.SHARD_COUNT}`,
@@ -84,7 +86,7 @@ export function readQueryConfig(
   }
   return {
     indexUri: e.INDEX_URI,
-    modelDir: e.MODEL_DIR,
+    ...(e.MODEL_DIR ? { modelDir: e.MODEL_DIR } : {}),
     ...(e.AUDIT_URI ? { auditUri: e.AUDIT_URI } : {}),
     shardFunctions: e.SHARD_FUNCTIONS,
     shardIndex: e.SHARD_INDEX,

@@ -34,6 +34,15 @@ describe('readQueryConfig', () => {
     expect(c.modelThreads).toBe(2);
   });
 
+  it('reads a shard function without a model or audit location', () => {
+    const c = readQueryConfig(
+      { INDEX_URI: 's3://index-bucket/index', SHARD_INDEX: '1', SHARD_COUNT: '3' },
+      'shard',
+    );
+    expect(c).toMatchObject({ shardIndex: 1, shardCount: 3 });
+    expect(c.modelDir).toBeUndefined();
+  });
+
   it('names each bad variable', () => {
     expect(() => readQueryConfig({ MODEL_DIR: '/opt/model', MAX_IN_FLIGHT: 'lots' })).toThrow(
       /INDEX_URI.*MAX_IN_FLIGHT|MAX_IN_FLIGHT.*INDEX_URI/,
@@ -42,6 +51,7 @@ describe('readQueryConfig', () => {
     expect(() => readQueryConfig({ ...base, SHARD_INDEX: '2', SHARD_COUNT: '2' }, 'shard')).toThrow(
       /SHARD_INDEX/,
     );
+    expect(() => readQueryConfig({ ...base, MODEL_DIR: undefined })).toThrow(/MODEL_DIR/);
   });
 
   it('documents every variable it reads', () => {

@@ -77,7 +77,7 @@ const log = {
 function openFromEnv(): Promise<QueryService> {
   const config = readQueryConfig(process.env, 'api');
   return openQueryService({
-    modelDir: config.modelDir,
+    modelDir: config.modelDir!,
     indexUri: config.indexUri,
     audit: config.auditUri!,
     cacheDir: config.cacheDir,
