@@ -113,7 +113,6 @@ export class QueryApi extends Construct {
         }),
         environment: {
           INDEX_URI: indexUri,
-          MODEL_DIR: MODEL_MOUNT,
           ...env,
           POWERTOOLS_SERVICE_NAME: name === 'Query' ? 'cohort-query' : 'cohort-query-shard',
           POWERTOOLS_METRICS_NAMESPACE: 'CohortSearch',
@@ -142,6 +141,8 @@ export class QueryApi extends Construct {
     }
     this.shardFunctions = shards;
     this.queryFunction = common('Query', props.memoryMb ?? 6144, {
+      // The model layer's bundle; shards load no model.
+      MODEL_DIR: MODEL_MOUNT,
       AUDIT_URI: `s3://${buckets.audit.bucketName}/${AUDIT_PREFIX}`,
       ...(shardCount > 0 ? { SHARD_FUNCTIONS: shards.map((s) => s.functionName).join(',') } : {}),
     });

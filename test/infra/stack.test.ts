@@ -455,6 +455,7 @@ describe('QueryApi', () => {
       const vars = (resources[idOf(shard)]!.Properties['Environment'] as { Variables: Json }).Variables;
       expect(vars).toMatchObject({ SHARD_INDEX: String(i), SHARD_COUNT: '2' });
       expect(vars['AUDIT_URI']).toBeUndefined();
+      expect(vars['MODEL_DIR']).toBeUndefined();
       // The native layer only: shards search vectors the query function encoded, so no model.
       expect(resources[idOf(shard)]!.Properties['Layers']).toHaveLength(1);
     });
