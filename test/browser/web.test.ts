@@ -104,16 +104,21 @@ function tablePatients(): Promise<string[]> {
 }
 
 describe('web page', () => {
-  it('shows the health line of the server', async () => {
+  it('shows the health line of the server and the fixture model banner', async () => {
     const health = (await (await fetch(`${server.url}/v1/health`)).json()) as {
-      model: { fingerprint: string };
+      model: { fingerprint: string; fixture?: boolean };
       chunks: number;
       container: string;
     };
+    expect(health.model.fixture).toBe(true);
     const short = health.model.fingerprint.slice(0, 'sha256:'.length + 12);
     await expect
       .poll(() => page.locator('#health').textContent(), WAIT)
-      .toBe(`Model ${short}… · index version 1 · ${health.chunks} chunks · ${health.container}`);
+      .toBe(
+        `Model ${short}… (tiny random fixture model) · index version 1 · ${health.chunks} chunks · ${health.container}`,
+      );
+    expect(await page.locator('#fixture-banner').isVisible()).toBe(true);
+    expect(await page.locator('#fixture-banner').textContent()).toContain('meaningless');
   });
 
   it('answers a typed query with the cohort the API gives, rank by rank', async () => {

@@ -5,13 +5,15 @@
  * A small LRU keeps recent query vectors, so the pages of one exhaustive search embed once.
  */
 import { createHash } from 'node:crypto';
-import type { Encoder } from '@cohort/encoder';
+import { type Encoder, isFixtureModel } from '@cohort/encoder';
 
 /** Turns query text into a unit vector with the index's model. */
 export interface QueryEmbedder {
   /** The model's fingerprint (must equal the index's). */
   readonly fingerprint: string;
   readonly dims: number;
+  /** True for the tiny random fixture model (meaningless rankings); health reports it. Default false. */
+  readonly fixture?: boolean;
   /** Embeds one query; text past the model's maximum length is cut (`truncated` says so). */
   embed(text: string): Promise<{ vector: Float32Array; truncated: boolean }>;
   close(): Promise<void>;
@@ -54,6 +56,10 @@ export class BatchingEmbedder implements QueryEmbedder {
 
   get dims(): number {
     return this.encoder.info.dims;
+  }
+
+  get fixture(): boolean {
+    return isFixtureModel(this.encoder.info);
   }
 
   embed(text: string): Promise<{ vector: Float32Array; truncated: boolean }> {

@@ -228,7 +228,13 @@ export const HealthResponseSchema = z
     manifestVersion: z.int(),
     segments: z.int(),
     chunks: z.int(),
-    model: z.object({ fingerprint: z.string().nullable() }),
+    model: z.object({
+      fingerprint: z.string().nullable(),
+      fixture: z
+        .boolean()
+        .optional()
+        .describe('true when the tiny random fixture model is loaded: its rankings are meaningless'),
+    }),
     shards: z.int().describe('shard functions searched (0: the segments are in this process)'),
     reason: z.string().optional().describe('why the index is unavailable'),
   })

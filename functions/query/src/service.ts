@@ -115,6 +115,12 @@ export class QueryService {
     }
   }
 
+  /** The model as health reports it: its fingerprint, and `fixture: true` for the fixture model. */
+  private healthModel(): HealthResponse['model'] {
+    const { fingerprint, fixture } = this.options.embedder;
+    return fixture ? { fingerprint, fixture: true } : { fingerprint };
+  }
+
   /** The answer of `GET /v1/health`. */
   async health(): Promise<HealthResponse> {
     const base = { container: this.served ? ('warm' as const) : ('cold' as const) };
@@ -130,7 +136,7 @@ export class QueryService {
         manifestVersion: s?.manifestVersion ?? 0,
         segments: s?.segments ?? 0,
         chunks: s?.chunks ?? 0,
-        model: { fingerprint: this.options.embedder.fingerprint },
+        model: this.healthModel(),
         shards: s?.shards ?? 0,
         reason:
           error instanceof QueryError
@@ -144,7 +150,7 @@ export class QueryService {
       manifestVersion: status.manifestVersion,
       segments: status.segments,
       chunks: status.chunks,
-      model: { fingerprint: this.options.embedder.fingerprint },
+      model: this.healthModel(),
       shards: status.shards,
       ...(this.lastRefreshError ? { reason: `last manifest check failed: ${this.lastRefreshError}` } : {}),
     };

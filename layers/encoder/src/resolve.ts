@@ -11,6 +11,14 @@ export const DEFAULT_MODEL_REPO = 'emilyalsentzer/Bio_Discharge_Summary_BERT';
 /** The model spec that selects the tiny random fixture model. */
 export const FIXTURE_MODEL = 'fixture';
 
+/** The `source.repo` recorded in the fixture bundle's `model.json`. */
+export const FIXTURE_MODEL_REPO = 'cohort/tiny-random-bert-fixture';
+
+/** Whether a bundle is the tiny random fixture model, whose rankings are meaningless. */
+export function isFixtureModel(info: Pick<ModelInfo, 'source'>): boolean {
+  return info.source.repo === FIXTURE_MODEL_REPO;
+}
+
 /** Options of {@link resolveModelBundle}. */
 export interface ResolveModelOptions {
   /** Cache root. Default {@link defaultCacheDir}. */
@@ -59,7 +67,7 @@ export async function resolveModelBundle(
     const dir = join(cacheDir, 'models', 'fixture');
     const info = await buildOnce(dir, variants, options, async (checkpoint) => {
       await writeRandomBertCheckpoint(checkpoint);
-      return { repo: 'cohort/tiny-random-bert-fixture' };
+      return { repo: FIXTURE_MODEL_REPO };
     });
     return { dir, info, fixture: true, origin };
   }
