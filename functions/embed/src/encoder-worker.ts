@@ -100,7 +100,8 @@ export class WorkerEncoder implements JobEncoder {
     const worker = new Worker(new URL('./encoder-worker.mjs', import.meta.url), {
       workerData: {
         // The ESM entry of tsx's API (its `import` export): `require.resolve` would give the CommonJS one.
-        tsxApi: pathToFileURL(join(dirname(require.resolve('tsx/package.json')), 'dist/esm/api/index.mjs')).href,
+        tsxApi: pathToFileURL(join(dirname(require.resolve('tsx/package.json')), 'dist/esm/api/index.mjs'))
+          .href,
         encoderModule: pathToFileURL(require.resolve('@cohort/encoder')).href,
         bundleDir,
         options,

@@ -322,49 +322,65 @@ export async function runJob(spec: JobSpec, options: JobRunnerOptions): Promise<
     toEncode.close();
   };
 
-  // Stage 2: encode.
+  // Stage 2: encode. One block is sent to the encoder while the previous one's vectors are handed
+  // on, so an encoder on a worker thread always has the next block queued.
+  let encoderFreeAt = 0;
+  const startBlock = (items: ReadItem[]) => {
+    const ids = items.flatMap((i) => (i.kind === 'note' ? i.ids : []));
+    const sent = performance.now();
+    // Chunks are cut to the model's length by the chunker; truncation here only guards a tokenizer
+    // that counts differently.
+    const result = ids.length
+      ? encoder.embedIds(ids, { ...options.embed, onOverflow: 'truncate' }).then((r) => {
+          // Busy time: from when the encoder could start this block to when it returned it.
+          const done = performance.now();
+          timing.encode += done - Math.max(sent, encoderFreeAt);
+          encoderFreeAt = done;
+          return r;
+        })
+      : Promise.resolve({ embeddings: [] as Float32Array[], truncated: [] as number[] });
+    // Handled when awaited below; this keeps a failure of a block not yet awaited from being reported as unhandled.
+    result.catch(() => undefined);
+    return { items, result };
+  };
+  const handOn = async (block: ReturnType<typeof startBlock>) => {
+    const { embeddings: vectors, truncated } = await block.result;
+    if (truncated.length) {
+      logger?.warn('chunks truncated to the model length', { jobId: spec.id, count: truncated.length });
+    }
+    let v = 0;
+    for (const item of block.items) {
+      if (item.kind === 'end') {
+        await toIndex.push(item, 0);
+        continue;
+      }
+      const n = item.chunks.length;
+      const encoded: EncodedNote = {
+        objectId: item.objectId,
+        noteId: item.note.noteId,
+        text: item.note.text,
+        chunks: item.chunks,
+        vectors: vectors.slice(v, v + n),
+      };
+      v += n;
+      counts.notes++;
+      counts.chunks += n;
+      await toIndex.push({ kind: 'note', note: encoded }, n);
+    }
+    options.onProgress?.(progress());
+  };
   const encodeStage = async () => {
+    let inEncoder: ReturnType<typeof startBlock> | undefined;
     for (;;) {
       const { items, waitedMs } = await toEncode.take(encodeBlock, encodeBlock);
-      timing.encodeWait += waitedMs;
+      // Waiting for input counts only while the encoder has nothing queued.
+      if (!inEncoder) timing.encodeWait += waitedMs;
       if (items.length === 0) break;
-      const notes = items.filter((i) => i.kind === 'note');
-      const ids = notes.flatMap((n) => n.ids);
-      let vectors: Float32Array[] = [];
-      if (ids.length) {
-        const t0 = performance.now();
-        // Chunks are cut to the model's length by the chunker; truncation here only guards a tokenizer
-        // that counts differently, and is flagged on the chunk.
-        const result = await encoder.embedIds(ids, { ...options.embed, onOverflow: 'truncate' });
-        timing.encode += performance.now() - t0;
-        vectors = result.embeddings;
-        if (result.truncated.length)
-          logger?.warn('chunks truncated to the model length', {
-            jobId: spec.id,
-            count: result.truncated.length,
-          });
-      }
-      let v = 0;
-      for (const item of items) {
-        if (item.kind === 'end') {
-          await toIndex.push(item, 0);
-          continue;
-        }
-        const n = item.chunks.length;
-        const encoded: EncodedNote = {
-          objectId: item.objectId,
-          noteId: item.note.noteId,
-          text: item.note.text,
-          chunks: item.chunks,
-          vectors: vectors.slice(v, v + n),
-        };
-        v += n;
-        counts.notes++;
-        counts.chunks += n;
-        await toIndex.push({ kind: 'note', note: encoded }, n);
-      }
-      options.onProgress?.(progress());
+      const next = startBlock(items);
+      if (inEncoder) await handOn(inEncoder);
+      inEncoder = next;
     }
+    if (inEncoder) await handOn(inEncoder);
     toIndex.close();
   };
 
