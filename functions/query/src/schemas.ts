@@ -56,7 +56,9 @@ const idList = (max: number) => z.array(id).max(max);
 /** Whether an ISO 8601 date or date-time names a real day and time (no 30 February, no 25:00). */
 function isRealDate(s: string): boolean {
   const [y, m, d] = [Number(s.slice(0, 4)), Number(s.slice(5, 7)), Number(s.slice(8, 10))];
-  const day = new Date(Date.UTC(y, m - 1, d));
+  const day = new Date(Date.UTC(2000, m - 1, d));
+  // Set the year on its own: Date.UTC maps years 0 to 99 to 1900 to 1999.
+  day.setUTCFullYear(y, m - 1, d);
   if (day.getUTCFullYear() !== y || day.getUTCMonth() !== m - 1 || day.getUTCDate() !== d) return false;
   if (s.length === 10) return true;
   const [hh, mm, ss] = [Number(s.slice(11, 13)), Number(s.slice(14, 16)), Number(s.slice(17, 19) || 0)];
@@ -90,10 +92,16 @@ export const SearchFiltersSchema = z
       .optional(),
     patientIds: idList(LIMITS.patientIds).optional().describe('keep these patients only'),
   })
-  .refine((f) => f.dateFrom === undefined || f.dateTo === undefined || f.dateFrom <= f.dateTo, {
-    message: 'dateFrom is after dateTo',
-    path: ['dateFrom'],
-  })
+  // dateTo is inclusive at its own precision (the index compares a note date cut to its length), so
+  // dateFrom is compared at that precision too: 2020-01-01T10:00Z to 2020-01-01 is a valid range.
+  .refine(
+    (f) =>
+      f.dateFrom === undefined || f.dateTo === undefined || f.dateFrom.slice(0, f.dateTo.length) <= f.dateTo,
+    {
+      message: 'dateFrom is after dateTo',
+      path: ['dateFrom'],
+    },
+  )
   .register(apiRegistry, { id: 'SearchFilters' });
 
 /** Export formats of a search answer. */
