@@ -73,14 +73,17 @@ export async function resolveModelBundle(
   }
   if (chosen !== undefined) {
     const dir = resolve(chosen);
+    let info: ModelInfo;
     try {
-      return { dir, info: await readBundleInfo(dir), fixture: false, origin };
+      info = await readBundleInfo(dir);
     } catch (error) {
       throw new BundleError(
         `${dir} is not a model bundle (from ${origin === 'env' ? 'COHORT_MODEL' : '--model'}); build one with 'cohort model import' or 'cohort model pull', or use '${FIXTURE_MODEL}'`,
         { cause: error },
       );
     }
+    // A directory may hold the fixture bundle too (e.g. the cached one): say so wherever it is used.
+    return { dir, info, fixture: isFixtureModel(info), origin };
   }
   const dir = join(cacheDir, 'models', DEFAULT_MODEL_REPO.replace('/', '--'));
   const cached = await readBundleInfo(dir).catch(() => undefined);

@@ -38,7 +38,8 @@ describe('resolveModelBundle', () => {
     const cacheDir = join(root, 'dir-cache');
     const fixture = await resolveModelBundle(FIXTURE_MODEL, { cacheDir, variants: ['int8'] });
     const named = await resolveModelBundle(fixture.dir, { cacheDir: join(root, 'unused') });
-    expect(named).toMatchObject({ dir: fixture.dir, fixture: false, origin: 'argument' });
+    // The fixture bundle named by its directory is still the fixture model: callers must warn.
+    expect(named).toMatchObject({ dir: fixture.dir, fixture: true, origin: 'argument' });
     await expect(resolveModelBundle(root, { cacheDir })).rejects.toThrow(BundleError);
     await expect(resolveModelBundle(undefined, { cacheDir, env: { COHORT_MODEL: root } })).rejects.toThrow(
       /COHORT_MODEL/,
