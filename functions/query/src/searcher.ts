@@ -8,6 +8,8 @@ import {
   type ChunkMeta,
   type IndexHit,
   type IndexReader,
+  type IndexStats,
+  type Manifest,
   ManifestStore,
   type ObjectStore,
   type SearchFilter,
@@ -82,6 +84,8 @@ const plain = (h: IndexHit): ChunkHit => ({
 /** Searches the segments of one {@link IndexReader} in this process. */
 export class LocalSearcher implements ChunkSearcher {
   private readonly manifests: ManifestStore | undefined;
+  /** The reader's stats for the manifest it had loaded when they were counted. */
+  private counted: { readonly manifest: Manifest | undefined; readonly stats: IndexStats } | undefined;
 
   /**
    * @param reader an open reader; {@link close} does not close it (readers hold no handles)
@@ -95,8 +99,20 @@ export class LocalSearcher implements ChunkSearcher {
     this.manifests = store ? new ManifestStore(store) : undefined;
   }
 
+  /**
+   * The reader's stats, counted once per loaded manifest: `IndexReader.stats` walks every chunk
+   * (about 6 ms at 100,000 chunks), and they change only when a refresh loads another manifest.
+   */
+  private stats(): IndexStats {
+    const manifest = this.reader.manifest;
+    if (this.counted === undefined || this.counted.manifest !== manifest) {
+      this.counted = { manifest, stats: this.reader.stats() };
+    }
+    return this.counted.stats;
+  }
+
   async search(vector: Float32Array, options: ChunkSearchOptions): Promise<ChunkSearchResult> {
-    const stats = this.reader.stats();
+    const stats = this.stats();
     const base = { manifestVersion: stats.manifestVersion, chunks: stats.chunks };
     if (stats.chunks === 0) return { ...base, hits: [] };
     const filter = options.filter ? { filter: options.filter } : {};
@@ -131,7 +147,7 @@ export class LocalSearcher implements ChunkSearcher {
   }
 
   async status(): Promise<SearcherStatus> {
-    const s = this.reader.stats();
+    const s = this.stats();
     return {
       manifestVersion: s.manifestVersion,
       segments: s.segments,
