@@ -283,7 +283,7 @@ export function registerStartCommand(program: Command, logger: () => EncoderLogg
           cacheDir: layout.cache,
           logger: log,
         });
-        const running = await listen(service, settings);
+        const running = await listen(service, settings, log);
         if (settings.token === undefined && !isLoopback(settings.host))
           log.warn('serving beyond this machine without a token: anyone who can reach the port can search', {
             host: settings.host,
@@ -312,12 +312,13 @@ function isLoopback(host: string): boolean {
 }
 
 /** Starts the server, turning a busy port into a message that says what to do. */
-async function listen(service: QueryService, settings: StartSettings) {
+async function listen(service: QueryService, settings: StartSettings, logger: EncoderLogger) {
   try {
     return await createQueryServer({
       service,
       host: settings.host,
       port: settings.port,
+      logger,
       ...(settings.token === undefined ? {} : { token: settings.token }),
     });
   } catch (error) {

@@ -196,6 +196,12 @@ export const CohortMemberSchema = z
     patientId: z.string(),
     score: z.number().describe("the patient's best chunk score (see README: patient score)"),
     rank: z.int().min(1),
+    matchingNotes: z
+      .int()
+      .min(1)
+      .describe(
+        'distinct notes among the chunks the search retrieved for this patient (exhaustive mode: every note with a chunk at or above minScore)',
+      ),
     evidence: z.array(EvidenceSchema),
   })
   .register(apiRegistry, { id: 'CohortMember' });

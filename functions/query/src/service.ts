@@ -261,6 +261,7 @@ export class QueryService {
         patientId: g.patientId,
         score: g.score,
         rank: offset + i + 1,
+        matchingNotes: g.noteScores.length,
         evidence: evidence.slice(at, at + n),
       };
       at += n;

@@ -223,11 +223,13 @@ export async function collectGarbage(
     if (i >= listed.length - keepVersions || !successor || !olderThan(successor.object, cutoff)) kept.push(m);
     else expired.push(m);
   });
-  const read = async (version: number): Promise<Manifest> => {
+  // `deleting` says whether deletions may already have happened, so the message does not claim otherwise.
+  const read = async (version: number, deleting = false): Promise<Manifest> => {
     try {
       return await manifests.read(version);
     } catch (cause) {
-      throw new GarbageCollectionError(`cannot read kept manifest version ${version}: nothing was deleted`, {
+      const state = deleting ? 'some objects may already be deleted' : 'nothing was deleted';
+      throw new GarbageCollectionError(`cannot read kept manifest version ${version}: ${state}`, {
         cause,
       });
     }
@@ -298,9 +300,11 @@ export async function collectGarbage(
   }
 
   // 4. Re-check: a version committed since the plan keeps whatever it references.
-  const since = async (after: number) => {
+  const since = async (after: number, deleting = false) => {
     const later = (await listManifests(store, prefix)).filter((m) => m.version > after);
-    return (await Promise.all(later.map((m) => read(m.version)))).flatMap((m) => m.segments.map((s) => s.id));
+    return (await Promise.all(later.map((m) => read(m.version, deleting)))).flatMap((m) =>
+      m.segments.map((s) => s.id),
+    );
   };
   const planned = newest?.version ?? 0;
   for (const id of await since(planned)) doomedSegments.delete(id);
@@ -326,7 +330,7 @@ export async function collectGarbage(
   for (const m of expired) await remove(m.object);
 
   // 5. Report a commit that landed after the re-check and lists a deleted segment.
-  const conflicts = dryRun ? [] : (await since(planned)).filter((id) => doomedSegments.has(id));
+  const conflicts = dryRun ? [] : (await since(planned, true)).filter((id) => doomedSegments.has(id));
 
   return {
     dryRun,

@@ -13,6 +13,7 @@ const response: SearchResponse = {
       patientId: 'p1',
       score: 0.9,
       rank: 1,
+      matchingNotes: 1,
       evidence: [
         {
           noteId: 'n1',
@@ -26,7 +27,7 @@ const response: SearchResponse = {
         },
       ],
     },
-    { patientId: 'p2', score: 0.8, rank: 2, evidence: [] },
+    { patientId: 'p2', score: 0.8, rank: 2, matchingNotes: 1, evidence: [] },
   ],
   totalPatients: 7,
   nextCursor: 'abc',

@@ -81,6 +81,11 @@ describe('cohort ranking', () => {
     expect(r.cohort[0]!.score).toBeCloseTo(0.95, 5);
     // p5 and p6 tie exactly on their best chunk; p5's second note decides.
     expect(r.cohort[2]!.score).toBe(r.cohort[3]!.score);
+    // The tie-break saw p5's second note, so it counts as a matching note.
+    expect(r.cohort[2]!.matchingNotes).toBeGreaterThanOrEqual(2);
+    for (const m of r.cohort) {
+      expect(m.matchingNotes).toBeGreaterThanOrEqual(new Set(m.evidence.map((e) => e.noteId)).size);
+    }
     expect(r.totalPatients).toBe(6);
     expect(r.model.fingerprint).toBe(fingerprint);
     expect(r.index).toEqual({ manifestVersion: 1, chunks: 72 });
