@@ -5,6 +5,7 @@
  * The model and the index load once per container, on the first request, and stay in memory.
  */
 import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2 } from 'aws-lambda';
 import { readQueryConfig } from '../config.ts';
 import { openQueryService } from '../open.ts';
@@ -39,31 +40,53 @@ export function identityOf(event: ApiEvent): Identity | undefined {
   return undefined;
 }
 
-/** Creates a handler over a router (tests pass one over a local service). */
-export function createApiHandler(router: Router) {
+/**
+ * Creates a handler over a router (tests pass one over a local service). With `metrics`, each
+ * request adds `Requests`, `ClientErrors` (4xx), `ServerErrors` (5xx) and `LatencyMs`, published as
+ * CloudWatch embedded metrics when it ends: counts and times only, never query or note text.
+ */
+export function createApiHandler(router: Router, metrics?: Metrics) {
   return async (event: ApiEvent): Promise<APIGatewayProxyResultV2> => {
-    const headers: Record<string, string | undefined> = {};
-    for (const [k, v] of Object.entries(event.headers ?? {})) headers[k.toLowerCase()] = v;
-    const body =
-      event.body === undefined || event.body === null
-        ? undefined
-        : event.isBase64Encoded
-          ? Buffer.from(event.body, 'base64').toString('utf8')
-          : event.body;
-    const identity = identityOf(event);
-    // A named stage (not `$default`) prefixes the raw path with itself: route on what follows.
-    const stage = event.requestContext?.stage;
-    let path = event.rawPath ?? event.requestContext?.http?.path ?? '/';
-    if (stage && stage !== '$default' && path.startsWith(`/${stage}/`)) path = path.slice(stage.length + 1);
-    const r = await router({
-      method: (event.requestContext?.http?.method ?? 'GET').toUpperCase(),
-      path,
-      headers,
-      ...(body === undefined ? {} : { body }),
-      ...(identity ? { identity } : {}),
-    });
-    return { statusCode: r.status, headers: r.headers, body: r.body, isBase64Encoded: false };
+    const started = performance.now();
+    const result = await route(router, event);
+    if (metrics) {
+      const status = Number(result.statusCode);
+      metrics.addMetric('Requests', MetricUnit.Count, 1);
+      metrics.addMetric('ClientErrors', MetricUnit.Count, status >= 400 && status < 500 ? 1 : 0);
+      metrics.addMetric('ServerErrors', MetricUnit.Count, status >= 500 ? 1 : 0);
+      metrics.addMetric('LatencyMs', MetricUnit.Milliseconds, performance.now() - started);
+      metrics.publishStoredMetrics();
+    }
+    return result;
   };
+}
+
+/** Turns an HTTP API v2 event into a router request and the router's answer into the Lambda result. */
+async function route(
+  router: Router,
+  event: ApiEvent,
+): Promise<{ statusCode: number; headers: Record<string, string>; body: string; isBase64Encoded: false }> {
+  const headers: Record<string, string | undefined> = {};
+  for (const [k, v] of Object.entries(event.headers ?? {})) headers[k.toLowerCase()] = v;
+  const body =
+    event.body === undefined || event.body === null
+      ? undefined
+      : event.isBase64Encoded
+        ? Buffer.from(event.body, 'base64').toString('utf8')
+        : event.body;
+  const identity = identityOf(event);
+  // A named stage (not `$default`) prefixes the raw path with itself: route on what follows.
+  const stage = event.requestContext?.stage;
+  let path = event.rawPath ?? event.requestContext?.http?.path ?? '/';
+  if (stage && stage !== '$default' && path.startsWith(`/${stage}/`)) path = path.slice(stage.length + 1);
+  const r = await router({
+    method: (event.requestContext?.http?.method ?? 'GET').toUpperCase(),
+    path,
+    headers,
+    ...(body === undefined ? {} : { body }),
+    ...(identity ? { identity } : {}),
+  });
+  return { statusCode: r.status, headers: r.headers, body: r.body, isBase64Encoded: false };
 }
 
 const logger = new Logger({ serviceName: 'cohort-query' });
@@ -93,4 +116,7 @@ function openFromEnv(): Promise<QueryService> {
 }
 
 /** The Lambda entry point. */
-export const handler = createApiHandler(createRouter({ service: openFromEnv, logger: log }));
+export const handler = createApiHandler(
+  createRouter({ service: openFromEnv, logger: log }),
+  new Metrics({ namespace: 'CohortSearch', serviceName: 'cohort-query' }),
+);

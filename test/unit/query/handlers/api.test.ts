@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metrics } from '@aws-lambda-powertools/metrics';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type ApiEvent, createApiHandler, identityOf } from '../../../../functions/query/src/handlers/api.ts';
 import { createRouter, openQueryService, type QueryService } from '../../../../functions/query/src/index.ts';
 import { tempDir } from '../../../helpers/encoder.ts';
@@ -114,5 +115,28 @@ describe('api handler', () => {
     if (typeof h === 'string' || typeof n === 'string') throw new Error('structured result expected');
     expect(h.statusCode).toBe(200);
     expect(n.statusCode).toBe(404);
+  });
+
+  it('publishes request counts and latency as embedded metrics, without query text', async () => {
+    const metrics = new Metrics({ namespace: 'CohortSearch', serviceName: 'cohort-query' });
+    const measured = createApiHandler(createRouter({ service }), metrics);
+    const lines: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    try {
+      await measured(event({ body: JSON.stringify({ query: TEST_QUERY }), authorizer: iam }));
+      await measured(event({ body: '{not json', authorizer: iam }));
+    } finally {
+      spy.mockRestore();
+    }
+    const emf = lines.filter((l) => l.includes('"CloudWatchMetrics"')).map((l) => JSON.parse(l));
+    expect(emf).toHaveLength(2);
+    expect(emf[0]).toMatchObject({ service: 'cohort-query', Requests: 1, ClientErrors: 0, ServerErrors: 0 });
+    expect(emf[1]).toMatchObject({ Requests: 1, ClientErrors: 1, ServerErrors: 0 });
+    expect(emf[0].LatencyMs).toBeGreaterThan(0);
+    expect(emf[0]._aws.CloudWatchMetrics[0].Namespace).toBe('CohortSearch');
+    expect(lines.join('')).not.toContain(TEST_QUERY);
   });
 });
