@@ -1,8 +1,10 @@
 /**
  * The batch container's entry point: `node --import tsx functions/embed/src/job-main.ts [SPEC_URI]`
  * (else `JOB_SPEC_URI`). Reads the job spec, loads the model bundle (baked into the image, or
- * fetched from S3 and checked against its sha256), runs the job, and exits 0; any failure exits 1
- * so that AWS Batch retries the job (which then skips what was committed).
+ * fetched from S3 and checked against its sha256), runs the job, and exits 0. A transient failure
+ * (S3 throttling or 5xx, a network error, a commit that kept losing races) exits 75 (EX_TEMPFAIL),
+ * which the job definition's retry strategy retries (the retry skips what was committed); any
+ * other failure exits 1 and is not retried: a bad spec, model or bug would fail the same way again.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -11,7 +13,7 @@ import { pathToFileURL } from 'node:url';
 import { Logger } from '@aws-lambda-powertools/logger';
 import { S3Client } from '@aws-sdk/client-s3';
 import { verifyBundle } from '@cohort/encoder';
-import { openStore } from '@cohort/index';
+import { CommitRetriesExhaustedError, isRetryable, openStore } from '@cohort/index';
 import { jobConfigFromEnv } from './config.ts';
 import { WorkerEncoder } from './encoder-worker.ts';
 import { EmbedConfigError } from './errors.ts';
@@ -23,6 +25,17 @@ import { readJobSpec } from './spec.ts';
 async function fetchBundle(uri: string, dir: string): Promise<void> {
   const store = openStore(uri);
   for await (const o of store.list('')) await store.getToFile(o.key, join(dir, o.key));
+}
+
+/** Exit code of a transient failure (sysexits.h EX_TEMPFAIL); the Batch job definition retries it. */
+export const EXIT_TRANSIENT = 75;
+
+/** The exit code for a failure: {@link EXIT_TRANSIENT} when it, or an error it wraps, is transient, else 1. */
+export function exitCodeFor(error: unknown): number {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (isRetryable(e) || e instanceof CommitRetriesExhaustedError) return EXIT_TRANSIENT;
+  }
+  return 1;
 }
 
 /** Runs the job named by `argv[2]` or `JOB_SPEC_URI`; returns the process exit code. */
@@ -74,8 +87,14 @@ export async function main(
     }
     return 0;
   } catch (error) {
-    logger.error('embed job failed', { error: (error as Error).message, name: (error as Error).name });
-    return 1;
+    const code = exitCodeFor(error);
+    logger.error('embed job failed', {
+      error: (error as Error).message,
+      name: (error as Error).name,
+      exitCode: code,
+      retried: code === EXIT_TRANSIENT,
+    });
+    return code;
   }
 }
 

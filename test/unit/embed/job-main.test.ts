@@ -3,10 +3,12 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JOB_ENV } from '../../../functions/embed/src/config.ts';
-import { main } from '../../../functions/embed/src/job-main.ts';
+import { EmbedConfigError } from '../../../functions/embed/src/errors.ts';
+import { EXIT_TRANSIENT, exitCodeFor, main } from '../../../functions/embed/src/job-main.ts';
 import { collectFiles } from '../../../functions/embed/src/local.ts';
 import { localObjectRef } from '../../../functions/embed/src/sources.ts';
 import { jobReportKey, makeJobSpec } from '../../../functions/embed/src/spec.ts';
+import { CommitConflictError, CommitRetriesExhaustedError } from '../../../layers/index/src/errors.ts';
 import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
 import { writeNoteSet } from '../../helpers/embed.ts';
 import { tempDir, tinyBundle } from '../../helpers/encoder.ts';
@@ -57,5 +59,23 @@ describe('the job entry point', () => {
 
   it('fails with exit code 1 when no job spec is named', async () => {
     expect(await main(['node', 'job-main.ts'], { [JOB_ENV.modelDir]: bundle })).toBe(1);
+  });
+
+  it('exits 75 for transient failures (retried by Batch) and 1 for the rest', () => {
+    const throttled = Object.assign(new Error('Please reduce your request rate.'), {
+      name: 'SlowDown',
+      Code: 'SlowDown',
+      $metadata: { httpStatusCode: 503 },
+    });
+    expect(exitCodeFor(throttled)).toBe(EXIT_TRANSIENT);
+    expect(exitCodeFor(new Error('part commit failed', { cause: throttled }))).toBe(EXIT_TRANSIENT);
+    expect(exitCodeFor(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }))).toBe(
+      EXIT_TRANSIENT,
+    );
+    expect(exitCodeFor(new CommitRetriesExhaustedError('lost 10 races'))).toBe(EXIT_TRANSIENT);
+    // Another model's index: retrying cannot help.
+    expect(exitCodeFor(new CommitConflictError('model mismatch'))).toBe(1);
+    expect(exitCodeFor(new EmbedConfigError('no spec'))).toBe(1);
+    expect(exitCodeFor(new TypeError('bug'))).toBe(1);
   });
 });

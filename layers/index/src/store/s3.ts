@@ -121,7 +121,9 @@ export function isRetryable(error: unknown): boolean {
   if (status === 409) return code === 'ConditionalRequestConflict';
   if (status !== undefined && [500, 502, 503, 504].includes(status)) return true;
   if (code === 'SlowDown' || code === 'InternalError' || code === 'RequestTimeout') return true;
-  return status === undefined && code !== undefined && NETWORK_CODES.has(code);
+  // Node's socket errors keep their errno in `code` and are named plain 'Error'.
+  const errno = (error as SdkError | undefined)?.code;
+  return status === undefined && [code, errno].some((c) => c !== undefined && NETWORK_CODES.has(c));
 }
 
 /** Whether a failed attempt may nevertheless have been applied (S3 rejects 503 and 409 before writing). */

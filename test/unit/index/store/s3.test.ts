@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { PreconditionFailedError, StoreError } from '../../../../layers/index/src/errors.ts';
-import { S3Store, type S3StoreOptions } from '../../../../layers/index/src/store/index.ts';
+import { isRetryable, S3Store, type S3StoreOptions } from '../../../../layers/index/src/store/index.ts';
 import {
   type ConditionalS3Server,
   startConditionalS3Server,
@@ -194,5 +194,20 @@ describe('S3Store on the conditional S3 server', () => {
     const ranged = server.requests.filter((r) => r.method === 'GET' && r.headers.range !== undefined);
     expect(ranged.filter((r) => r.status === 206)).toHaveLength(5);
     expect(ranged.every((r) => r.headers['if-match'] === server.objects.get('b/idx/dl')?.etag)).toBe(true);
+  });
+});
+
+describe('isRetryable', () => {
+  it('retries throttling, 5xx, conditional conflicts and socket errors, not client errors', () => {
+    const sdk = (name: string, status?: number) =>
+      Object.assign(new Error(name), { name, ...(status ? { $metadata: { httpStatusCode: status } } : {}) });
+    expect(isRetryable(sdk('SlowDown', 503))).toBe(true);
+    expect(isRetryable(sdk('InternalError', 500))).toBe(true);
+    expect(isRetryable(sdk('ConditionalRequestConflict', 409))).toBe(true);
+    // Node names socket errors plain 'Error' and keeps the errno in `code`.
+    expect(isRetryable(Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }))).toBe(true);
+    expect(isRetryable(sdk('AccessDenied', 403))).toBe(false);
+    expect(isRetryable(sdk('PreconditionFailed', 412))).toBe(false);
+    expect(isRetryable(new TypeError('bug'))).toBe(false);
   });
 });
