@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DISPATCHER_ENV } from '../../../functions/embed/src/config.ts';
 import { createHandler } from '../../../functions/embed/src/handlers/dispatcher.ts';
 import { runJob } from '../../../functions/embed/src/job.ts';
@@ -98,8 +98,26 @@ describe('the pipeline against an S3-protocol server', () => {
     });
     // The same event delivered twice, as SQS may.
     const records = [...events, events[0]].map((e, i) => sqsRecord(`m${i}`, e));
-    expect(await handler({ Records: records })).toEqual({ batchItemFailures: [] });
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
+      written.push(String(chunk));
+      return true;
+    });
+    try {
+      expect(await handler({ Records: records })).toEqual({ batchItemFailures: [] });
+    } finally {
+      spy.mockRestore();
+    }
     expect(submitter.submitted).toHaveLength(1);
+    // The batch's counts go out as embedded metrics.
+    const emf = written.filter((l) => l.includes('"CloudWatchMetrics"')).map((l) => JSON.parse(l));
+    expect(emf).toHaveLength(1);
+    expect(emf[0]).toMatchObject({
+      service: 'cohort-embed-dispatcher',
+      JobsSubmitted: 1,
+      DuplicateEvents: 1,
+      FailedMessages: 0,
+    });
 
     const spec = await readJobSpec(submitter.submitted[0]!.specUri, { s3: storeOptions });
     expect(spec.objects.map((o) => o.key)).toEqual(['incoming/batch.jsonl', 'incoming/free.txt']);

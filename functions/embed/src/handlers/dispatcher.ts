@@ -4,6 +4,7 @@
  * batch to {@link Dispatcher}.
  */
 import { Logger } from '@aws-lambda-powertools/logger';
+import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
 import { openStore } from '@cohort/index';
 import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
 import { dispatcherConfigFromEnv } from '../config.ts';
@@ -18,6 +19,12 @@ export interface HandlerDependencies {
   readonly submitter?: JobSubmitter;
   /** Options of the index store (e.g. an S3 endpoint). Default: from the environment. */
   readonly storeOptions?: Parameters<typeof openStore>[1];
+  /**
+   * Where each batch's counts go as CloudWatch embedded metrics (`JobsSubmitted`, `ObjectsDeleted`,
+   * `EventsIgnored`, `DuplicateEvents`, `FailedMessages`). Default: namespace `CohortSearch`,
+   * service `cohort-embed-dispatcher`.
+   */
+  readonly metrics?: Metrics;
 }
 
 /**
@@ -28,6 +35,8 @@ export function createHandler(
   deps: HandlerDependencies = {},
 ): (event: SQSEvent) => Promise<SQSBatchResponse> {
   const logger = new Logger({ serviceName: 'cohort-embed-dispatcher' });
+  const metrics =
+    deps.metrics ?? new Metrics({ namespace: 'CohortSearch', serviceName: 'cohort-embed-dispatcher' });
   let dispatcher: Dispatcher | undefined;
   const get = (): Dispatcher => {
     if (dispatcher) return dispatcher;
@@ -53,6 +62,12 @@ export function createHandler(
   };
   return async (event) => {
     const result = await get().handle(event.Records.map((r) => ({ messageId: r.messageId, body: r.body })));
+    metrics.addMetric('JobsSubmitted', MetricUnit.Count, result.jobs.length);
+    metrics.addMetric('ObjectsDeleted', MetricUnit.Count, result.deleted);
+    metrics.addMetric('EventsIgnored', MetricUnit.Count, result.ignored);
+    metrics.addMetric('DuplicateEvents', MetricUnit.Count, result.duplicates);
+    metrics.addMetric('FailedMessages', MetricUnit.Count, result.batchItemFailures.length);
+    metrics.publishStoredMetrics();
     return { batchItemFailures: result.batchItemFailures };
   };
 }
