@@ -328,7 +328,7 @@ export class EmbedPipeline extends Construct {
         [DISPATCHER_ENV.jobDefinition]: this.jobDefinition.jobDefinitionArn,
         [DISPATCHER_ENV.maxAgeSeconds]: String(maxAge),
         [DISPATCHER_ENV.kmsKeyId]: buckets.key.keyArn,
-        POWERTOOLS_SERVICE_NAME: 'cohort-dispatcher',
+        POWERTOOLS_SERVICE_NAME: 'cohort-embed-dispatcher',
         POWERTOOLS_METRICS_NAMESPACE: 'CohortSearch',
       },
     });
