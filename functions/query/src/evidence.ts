@@ -9,7 +9,7 @@
  * the number of evidence sentences (hundreds for k = 50). With no word in common, the first sentence
  * (that does not lie in an excluded scope) is highlighted.
  */
-import type { ChunkAssertion, ChunkMeta, NoteTextRef } from '@cohort/index';
+import { type ChunkAssertion, type ChunkMeta, coverage, type NoteTextRef } from '@cohort/index';
 import { splitSentences } from '@cohort/notes';
 import type { Evidence } from './schemas.ts';
 import type { ChunkHit } from './searcher.ts';
@@ -35,29 +35,6 @@ export function queryTerms(query: string): Set<string> {
     if (m[0].length >= 2 && !STOPWORDS.has(m[0])) out.add(m[0]);
   }
   return out;
-}
-
-/** Fraction of [start, end) covered by the union of `scopes`. */
-export function coverage(
-  start: number,
-  end: number,
-  scopes: readonly { start: number; end: number }[],
-): number {
-  if (end <= start) return 0;
-  const clipped = scopes
-    .map((s) => [Math.max(start, s.start), Math.min(end, s.end)] as const)
-    .filter(([a, b]) => b > a)
-    .sort((x, y) => x[0] - y[0]);
-  let covered = 0;
-  let reach = start;
-  for (const [a, b] of clipped) {
-    const from = Math.max(a, reach);
-    if (b > from) {
-      covered += b - from;
-      reach = b;
-    }
-  }
-  return covered / (end - start);
 }
 
 /** The assertion of [start, end): the kind whose scopes cover at least half of it, else affirmed. */

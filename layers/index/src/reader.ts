@@ -154,8 +154,17 @@ function stringIds(l: Loaded): Map<string, number> {
   return l.ids;
 }
 
-/** Fraction of [start, end) covered by the union of `scopes`. */
-function coverage(start: number, end: number, scopes: readonly { start: number; end: number }[]): number {
+/**
+ * Fraction of [start, end) covered by the union of `scopes` (overlaps counted once, scopes clipped
+ * to the range); 0 for an empty range. The search filter and the query API's evidence labels both
+ * decide "mostly under an assertion" with it.
+ */
+export function coverage(
+  start: number,
+  end: number,
+  scopes: readonly { start: number; end: number }[],
+): number {
+  if (end <= start) return 0;
   const clipped = scopes
     .map((s) => [Math.max(start, s.start), Math.min(end, s.end)] as const)
     .filter(([a, b]) => b > a)
