@@ -18,6 +18,7 @@ import {
   buildSegments,
   type ChunkMeta,
   CommitConflictError,
+  CommitRetriesExhaustedError,
   IntegrityError,
   type Manifest,
   type ManifestStore,
@@ -298,7 +299,10 @@ export async function commitPart(
     }
     commitMs += performance.now() - t0;
     if (!rebuild)
-      throw new PartCommitError(`part ${changeId} lost the race for the next manifest version 200 times`);
+      // Transient by nature: the job exits 75 for it (see job-main), and Batch retries.
+      throw new PartCommitError(`part ${changeId} lost the race for the next manifest version 200 times`, {
+        cause: new CommitRetriesExhaustedError(`lost 200 races for the next manifest version`),
+      });
   }
 }
 
