@@ -18,7 +18,7 @@ import { type Command, InvalidArgumentError } from 'commander';
 import { parsePositiveInt, printJson } from './output.ts';
 
 /** Where `--data` segments are cached locally: one folder per index location. */
-function cacheFor(location: string): string {
+export function cacheFor(location: string): string {
   return join(defaultCacheDir(), 'index', createHash('sha256').update(location).digest('hex').slice(0, 16));
 }
 

@@ -3,7 +3,6 @@
  * `cohort serve` (the local API and web page). Both load the model and the index once, through the
  * same query service as the Lambda, and audit every search (default: `<cache>/audit`).
  */
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { defaultCacheDir, type EncoderLogger, resolveModelBundle } from '@cohort/encoder';
 import {
@@ -15,17 +14,34 @@ import {
   ValidationError,
 } from '@cohort/query';
 import { type Command, InvalidArgumentError, Option } from 'commander';
+import { cacheFor } from './index-commands.ts';
 import { parsePositiveInt, printJson } from './output.ts';
 import { parsePort } from './start.ts';
-
-/** Segment cache of an index location (the same folder the index commands use). */
-function cacheFor(location: string): string {
-  return join(defaultCacheDir(), 'index', createHash('sha256').update(location).digest('hex').slice(0, 16));
-}
 
 /** Audit location when `--audit` is not given. */
 export function defaultAuditDir(): string {
   return join(defaultCacheDir(), 'audit');
+}
+
+/**
+ * Resolves the model (warning when it is the fixture) and opens the query service over `--data`,
+ * with the segment cache of that location and `--audit` (default {@link defaultAuditDir}).
+ */
+async function openLocalService(
+  opts: { data: string; model?: string; audit?: string },
+  log: EncoderLogger,
+  extra: Partial<Parameters<typeof openQueryService>[0]> = {},
+) {
+  const model = await resolveModelBundle(opts.model);
+  if (model.fixture) log.warn('the fixture model is random: its rankings are meaningless');
+  return openQueryService({
+    modelDir: model.dir,
+    indexUri: opts.data,
+    audit: opts.audit ?? defaultAuditDir(),
+    cacheDir: cacheFor(opts.data),
+    logger: log,
+    ...extra,
+  });
 }
 
 function parseScore(value: string): number {
@@ -120,16 +136,7 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
             `invalid search: ${parsed.error.issues.map((i) => `${i.path.join('.') || 'query'} ${i.message}`).join('; ')}`,
           );
         }
-        const log = logger();
-        const model = await resolveModelBundle(opts.model);
-        if (model.fixture) log.warn('the fixture model is random: its rankings are meaningless');
-        const service = await openQueryService({
-          modelDir: model.dir,
-          indexUri: opts.data,
-          audit: opts.audit ?? defaultAuditDir(),
-          cacheDir: cacheFor(opts.data),
-          logger: log,
-        });
+        const service = await openLocalService(opts, logger());
         try {
           const answer = await service.search(parsed.data, localUser());
           if (opts.json) printJson(answer);
@@ -174,16 +181,11 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
       }) => {
         const log = logger();
         const token = opts.token ?? (process.env['COHORT_TOKEN'] || undefined);
-        const model = await resolveModelBundle(opts.model);
-        if (model.fixture) log.warn('the fixture model is random: its rankings are meaningless');
-        const service = await openQueryService({
-          modelDir: model.dir,
-          indexUri: opts.data,
-          audit: opts.audit ?? defaultAuditDir(),
-          cacheDir: cacheFor(opts.data),
-          ...(opts.shards ? { shards: { kind: 'workers' as const, count: opts.shards } } : {}),
-          logger: log,
-        });
+        const service = await openLocalService(
+          opts,
+          log,
+          opts.shards ? { shards: { kind: 'workers' as const, count: opts.shards } } : {},
+        );
         let running: Awaited<ReturnType<typeof createQueryServer>>;
         try {
           running = await createQueryServer({

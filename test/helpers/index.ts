@@ -20,6 +20,31 @@ export function syntheticSegment(
   return { vectors, chunks: Array.from({ length: n }, (_, i) => chunk(i)) };
 }
 
+/**
+ * A segment's input of `n` chunks of notes `<prefix>0..`, two chunks a note, of patients p0..p2,
+ * each chunk `length` characters of a `hpi` section with `tokens` tokens, sourced from
+ * `notes/<noteId>.txt`.
+ */
+export function twoChunkNotes(
+  n: number,
+  dims: number,
+  seed: number,
+  prefix: string,
+  shape: { readonly length: number; readonly tokens: number },
+): { vectors: Float32Array; chunks: ChunkMeta[] } {
+  return syntheticSegment(n, dims, seed, (i) => ({
+    noteId: `${prefix}${Math.floor(i / 2)}`,
+    patientId: `p${i % 3}`,
+    section: 'hpi',
+    start: (i % 2) * shape.length,
+    end: (i % 2) * shape.length + shape.length,
+    tokens: shape.tokens,
+    assertions: [],
+    flags: [],
+    source: { key: `notes/${prefix}${Math.floor(i / 2)}.txt`, sequencer: '0A' },
+  }));
+}
+
 /** Options of {@link localIndex}. */
 export interface LocalIndexOptions {
   readonly dims: number;

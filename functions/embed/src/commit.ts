@@ -237,22 +237,23 @@ export async function commitPart(
     await ctx.beforeCommit?.(changeId);
     // 4. Commit, re-checking the ledger against the exact manifest the commit derives from.
     t0 = performance.now();
+    const done = (applied: boolean) => {
+      commitMs += performance.now() - t0;
+      return {
+        changeId,
+        applied,
+        notes: notes.length,
+        chunks: chunks.length,
+        superseded,
+        buildMs,
+        uploadMs,
+        commitMs,
+      };
+    };
     let rebuild = false;
     for (let attempt = 0; attempt < 200 && !rebuild; attempt++) {
       const base = await ctx.manifests.latest();
-      if (base?.commits.includes(changeId)) {
-        commitMs += performance.now() - t0;
-        return {
-          changeId,
-          applied: false,
-          notes: notes.length,
-          chunks: chunks.length,
-          superseded,
-          buildMs,
-          uploadMs,
-          commitMs,
-        };
-      }
+      if (base?.commits.includes(changeId)) return done(false);
       for (const o of kept) {
         if (dropped.has(objectIdentity(o.ref))) continue;
         if (heldElsewhere(await ctx.ledger.read(o.ref), o.ref, changeId, base)) {
@@ -280,17 +281,7 @@ export async function commitPart(
           ifNoneMatch: '*',
           contentType: 'application/json',
         });
-        commitMs += performance.now() - t0;
-        return {
-          changeId,
-          applied: true,
-          notes: notes.length,
-          chunks: chunks.length,
-          superseded,
-          buildMs,
-          uploadMs,
-          commitMs,
-        };
+        return done(true);
       } catch (error) {
         if (!(error instanceof PreconditionFailedError)) throw error;
         const delay = Math.min(1000, 5 * 2 ** Math.min(attempt, 8));

@@ -8,7 +8,7 @@ import { type ManifestSegment, ManifestStore } from '../../../layers/index/src/m
 import { IndexReader } from '../../../layers/index/src/reader.ts';
 import type { ObjectStore } from '../../../layers/index/src/store/types.ts';
 import { verify } from '../../../layers/index/src/verify.ts';
-import { localIndex, syntheticSegment } from '../../helpers/index.ts';
+import { localIndex, twoChunkNotes } from '../../helpers/index.ts';
 
 const dims = 16;
 const model = 'sha256:model-c';
@@ -17,17 +17,7 @@ let dirs = 0;
 
 /** n chunks of notes `<prefix>0..`, 2 chunks a note, random vectors. */
 function input(n: number, seed: number, prefix: string) {
-  return syntheticSegment(n, dims, seed, (i) => ({
-    noteId: `${prefix}${Math.floor(i / 2)}`,
-    patientId: `p${i % 3}`,
-    section: 'hpi',
-    start: (i % 2) * 100,
-    end: (i % 2) * 100 + 100,
-    tokens: 30,
-    assertions: [],
-    flags: [],
-    source: { key: `notes/${prefix}${Math.floor(i / 2)}.txt`, sequencer: '0A' },
-  }));
+  return twoChunkNotes(n, dims, seed, prefix, { length: 100, tokens: 30 });
 }
 
 /** An index of four segments of 10 chunks (notes a0..a4, b0..b4, c0..c4, d0..d4). */

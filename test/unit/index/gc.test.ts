@@ -15,7 +15,7 @@ import type { ObjectStore } from '../../../layers/index/src/store/types.ts';
 import { NoteTextStore, noteTextPrefix } from '../../../layers/index/src/texts.ts';
 import { verify } from '../../../layers/index/src/verify.ts';
 import { IndexWriter, segmentKey } from '../../../layers/index/src/writer.ts';
-import { localIndex, syntheticSegment } from '../../helpers/index.ts';
+import { localIndex, twoChunkNotes } from '../../helpers/index.ts';
 import { startConditionalS3Server } from '../../helpers/s3-conditional-server.ts';
 
 const dims = 16;
@@ -26,17 +26,7 @@ let dirs = 0;
 
 /** n chunks of notes `<prefix>0..`, 2 chunks a note. */
 function input(n: number, seed: number, prefix: string) {
-  return syntheticSegment(n, dims, seed, (i) => ({
-    noteId: `${prefix}${Math.floor(i / 2)}`,
-    patientId: `p${i % 3}`,
-    section: 'hpi',
-    start: (i % 2) * 10,
-    end: (i % 2) * 10 + 10,
-    tokens: 8,
-    assertions: [],
-    flags: [],
-    source: { key: `notes/${prefix}${Math.floor(i / 2)}.txt`, sequencer: '0A' },
-  }));
+  return twoChunkNotes(n, dims, seed, prefix, { length: 10, tokens: 8 });
 }
 
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
