@@ -2,18 +2,12 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  collectFiles,
-  LocalFileSource,
-  localObjectRef,
-  makeJobSpec,
-  runJob,
-  WorkerEncoder,
-} from '@cohort/embed';
+import { collectFiles, LocalFileSource, localObjectRef, makeJobSpec, runJob } from '@cohort/embed';
 import {
   BERT_BASE_CONFIG,
   importCheckpoint,
   seededUniform,
+  WorkerEncoder,
   writeRandomBertCheckpoint,
 } from '@cohort/encoder';
 import { LocalDirectoryStore } from '@cohort/index';

@@ -8,6 +8,7 @@ import { defaultCacheDir, type EncoderLogger, resolveModelBundle } from '@cohort
 import {
   createQueryServer,
   type Identity,
+  LOCAL_SERVER_MODEL_WORKERS,
   openQueryService,
   SearchRequestSchema,
   type SearchResponse,
@@ -42,6 +43,12 @@ async function openLocalService(
     logger: log,
     ...extra,
   });
+}
+
+function parseCount(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${value} is not a whole number ≥ 0`);
+  return n;
 }
 
 function parseScore(value: string): number {
@@ -169,6 +176,18 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
       parsePositiveInt,
     )
     .option('--audit <dir-or-s3-uri>', 'where audit records go (default: <cache>/audit)')
+    .option(
+      '--model-workers <n>',
+      'worker threads running the query model (0: in the server thread)',
+      parseCount,
+      LOCAL_SERVER_MODEL_WORKERS,
+    )
+    .option('--model-threads <n>', 'CPU threads of each model session (default: all cores)', parsePositiveInt)
+    .option(
+      '--model-batch <n>',
+      'most queries embedded together under load (default 32; 1: every query alone, identical vectors every time)',
+      parsePositiveInt,
+    )
     .action(
       async (opts: {
         data: string;
@@ -178,14 +197,18 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
         token?: string;
         shards?: number;
         audit?: string;
+        modelWorkers: number;
+        modelThreads?: number;
+        modelBatch?: number;
       }) => {
         const log = logger();
         const token = opts.token ?? (process.env['COHORT_TOKEN'] || undefined);
-        const service = await openLocalService(
-          opts,
-          log,
-          opts.shards ? { shards: { kind: 'workers' as const, count: opts.shards } } : {},
-        );
+        const service = await openLocalService(opts, log, {
+          modelWorkers: opts.modelWorkers,
+          ...(opts.modelThreads ? { threads: opts.modelThreads } : {}),
+          ...(opts.modelBatch ? { modelBatch: opts.modelBatch } : {}),
+          ...(opts.shards ? { shards: { kind: 'workers' as const, count: opts.shards } } : {}),
+        });
         let running: Awaited<ReturnType<typeof createQueryServer>>;
         try {
           running = await createQueryServer({

@@ -22,7 +22,12 @@ import {
   resolveModelBundle,
 } from '@cohort/encoder';
 import { ManifestStore, openStore } from '@cohort/index';
-import { createQueryServer, openQueryService, type QueryService } from '@cohort/query';
+import {
+  createQueryServer,
+  LOCAL_SERVER_MODEL_WORKERS,
+  openQueryService,
+  type QueryService,
+} from '@cohort/query';
 import { type Command, InvalidArgumentError } from 'commander';
 import { createStderrLogger } from './log.ts';
 import { createDownloadProgress, type ProgressStream } from './progress.ts';
@@ -281,6 +286,7 @@ export function registerStartCommand(program: Command, logger: () => EncoderLogg
           indexUri: layout.index,
           audit: layout.audit,
           cacheDir: layout.cache,
+          modelWorkers: LOCAL_SERVER_MODEL_WORKERS,
           logger: log,
         });
         const running = await listen(service, settings, log);

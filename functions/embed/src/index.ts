@@ -1,7 +1,6 @@
 export * from './commit.ts';
 export * from './config.ts';
 export * from './dispatcher.ts';
-export * from './encoder-worker.ts';
 export * from './errors.ts';
 export * from './events.ts';
 export * from './job.ts';

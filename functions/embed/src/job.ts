@@ -14,7 +14,7 @@
  * report goes to `jobs/<id>.report.json` at the end.
  */
 import { tmpdir } from 'node:os';
-import type { EmbedOptions } from '@cohort/encoder';
+import type { EmbedOptions, TokenIdEncoder } from '@cohort/encoder';
 import {
   type ChunkMeta,
   type ChunkSource,
@@ -24,7 +24,6 @@ import {
 } from '@cohort/index';
 import { type Chunk, NoteChunker, type NoteRecord } from '@cohort/notes';
 import { commitPart, type EncodedNote, type PartObject } from './commit.ts';
-import type { JobEncoder } from './encoder-worker.ts';
 import { type ObjectRef, objectIdentity } from './events.ts';
 import { entryIsNewer, type LedgerRead, ObjectLedger, sameVersion } from './ledger.ts';
 import { listQuarantine, type QuarantineEntry, writeQuarantine } from './quarantine.ts';
@@ -68,7 +67,7 @@ export interface JobRunnerOptions {
    * A loaded encoder (an `Encoder`, or a {@link WorkerEncoder} so that encoding does not hold the
    * main thread); its model fingerprint is the index's.
    */
-  readonly encoder: JobEncoder;
+  readonly encoder: TokenIdEncoder;
   /** Chunker. Default: the encoder's tokenizer, at most the model's `maxLength` tokens per chunk. */
   readonly chunker?: NoteChunker;
   /** Chunks per committed part. Default 50,000. */

@@ -4,10 +4,9 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { type EncoderLogger, type Provider, resolveModelBundle } from '@cohort/encoder';
+import { type EncoderLogger, type Provider, resolveModelBundle, WorkerEncoder } from '@cohort/encoder';
 import { type ObjectStore, type OpenStoreOptions, openStore } from '@cohort/index';
 import { SIDECAR_SUFFIX } from '@cohort/notes';
-import { WorkerEncoder } from './encoder-worker.ts';
 import { EmbedConfigError } from './errors.ts';
 import type { ObjectRef } from './events.ts';
 import { type JobLogger, type JobProgress, runJob, type SkipCounts } from './job.ts';

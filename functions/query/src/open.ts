@@ -3,8 +3,16 @@
  * store, and how the segments are held (in this process, local worker shards, or shard functions).
  * Used by the Lambda handler (from the environment), `cohort search` and `cohort serve`.
  */
+
+import { availableParallelism } from 'node:os';
 import { LambdaClient } from '@aws-sdk/client-lambda';
-import { Encoder, type EncoderLogger, readBundleInfo } from '@cohort/encoder';
+import {
+  Encoder,
+  type EncoderLogger,
+  readBundleInfo,
+  type TokenIdEncoder,
+  WorkerEncoder,
+} from '@cohort/encoder';
 import { IndexReader, ModelMismatchError, NoteTextStore, type ObjectStore, openStore } from '@cohort/index';
 import { type AuditSink, StoreAuditSink } from './audit.ts';
 import { IndexUnavailableError } from './errors.ts';
@@ -18,6 +26,13 @@ export type ShardPlan =
   | { readonly kind: 'none' }
   | { readonly kind: 'workers'; readonly count: number }
   | { readonly kind: 'lambda'; readonly functions: readonly string[]; readonly client?: LambdaClient };
+
+/**
+ * Model workers of a local server (`cohort serve`, `cohort start`): two, so that one runs a batch
+ * while the other takes the queries that arrived meanwhile (see `BatchingEmbedder`); measured on
+ * 2 cores against one worker and against the model in the server thread (functions/query/README.md).
+ */
+export const LOCAL_SERVER_MODEL_WORKERS = 2;
 
 /** Options of {@link openQueryService}. */
 export interface OpenQueryServiceOptions {
@@ -37,8 +52,20 @@ export interface OpenQueryServiceOptions {
   readonly shards?: ShardPlan;
   readonly refreshIntervalMs?: number;
   readonly maxInFlight?: number;
-  /** ONNX Runtime threads. Default: all cores. */
+  /**
+   * ONNX Runtime intra-op threads of each model session. Default: all cores, in each worker too: a
+   * lone query then runs on every core, and under load the workers share them (measured on 2
+   * cores: the same throughput as one thread each, and a lone query about 30% faster).
+   */
   readonly threads?: number;
+  /**
+   * Worker threads that each run a session of the query model. 0 (default) runs it in this thread,
+   * which suits a Lambda container (one request at a time); a server answering concurrent clients
+   * wants at least 1, so that reading requests and searching go on while the model runs.
+   */
+  readonly modelWorkers?: number;
+  /** Most queries embedded in one forward pass (see `BatchingEmbedderOptions.maxBatch`). Default 32. */
+  readonly modelBatch?: number;
   /** Query vectors cached. Default 256. */
   readonly embeddingCache?: number;
   readonly logger?: EncoderLogger;
@@ -54,14 +81,23 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
   const { fingerprint } = await readBundleInfo(options.modelDir);
   const store = options.store ?? openStore(options.indexUri, options.s3 ? { s3: options.s3 } : {});
   const plan = options.shards ?? { kind: 'none' };
-  const loadModel = Encoder.load(options.modelDir, {
-    provider: 'cpu',
+  const workers = options.modelWorkers ?? 0;
+  const sessionOptions = {
+    provider: 'cpu' as const,
     // Spinning intra-op threads would slow the search and evidence work that follows each query
     // (measured about 2× on 2 cores; see functions/query/README.md, Speed).
     spinning: false,
-    ...(options.threads === undefined ? {} : { threads: options.threads }),
-    ...(options.logger ? { logger: options.logger } : {}),
-  });
+    threads: options.threads ?? availableParallelism(),
+  };
+  // A server with several model workers starts one before it answers and the others after its
+  // first answer: starting them all at once costs about 0.8 s of cold start per extra worker on 2 cores.
+  const loadModel: Promise<TokenIdEncoder> =
+    workers === 0
+      ? Encoder.load(options.modelDir, {
+          ...sessionOptions,
+          ...(options.logger ? { logger: options.logger } : {}),
+        })
+      : WorkerEncoder.start(options.modelDir, sessionOptions);
   const openIndex = (async (): Promise<ChunkSearcher> => {
     if (plan.kind === 'workers') {
       return startLocalShards({
@@ -91,11 +127,16 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
     if (error instanceof ModelMismatchError) throw new IndexUnavailableError(error.message, { cause: error });
     throw new IndexUnavailableError(`the index cannot be opened: ${error.message}`, { cause: error });
   }
-  const encoder = model.value;
   const searcher = index.value;
-  const embedder = new BatchingEmbedder(encoder, {
+  const embedder = new BatchingEmbedder(model.value, {
+    ...(options.modelBatch === undefined ? {} : { maxBatch: options.modelBatch }),
     ...(options.embeddingCache === undefined ? {} : { cacheSize: options.embeddingCache }),
   });
+  if (workers > 1) {
+    void embedder.firstBatch.then(() =>
+      addWorkerEncoders(embedder, options.modelDir, workers - 1, sessionOptions, options.logger),
+    );
+  }
   const audit = typeof options.audit === 'string' ? StoreAuditSink.open(options.audit) : options.audit;
   return new QueryService({
     embedder,
@@ -106,4 +147,28 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
     ...(options.maxInFlight === undefined ? {} : { maxInFlight: options.maxInFlight }),
     ...(options.logger ? { logger: options.logger } : {}),
   });
+}
+
+/**
+ * Starts `count` more worker encoders one after the other and adds each to the pool. One that
+ * cannot start is logged and the pool serves with those it has (it already has one).
+ */
+async function addWorkerEncoders(
+  embedder: BatchingEmbedder,
+  modelDir: string,
+  count: number,
+  options: Parameters<typeof WorkerEncoder.start>[1],
+  logger: EncoderLogger | undefined,
+): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    try {
+      await embedder.add(await WorkerEncoder.start(modelDir, options));
+    } catch (error) {
+      logger?.warn('a model worker could not start; serving with fewer', {
+        workers: embedder.encoders.length,
+        error: (error as Error).name,
+      });
+      return;
+    }
+  }
 }

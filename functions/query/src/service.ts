@@ -242,18 +242,57 @@ export class QueryService {
     }
     const t2 = performance.now();
 
+    // The audit record needs only what the search found, so it is written while the evidence is
+    // built; the answer still waits for it (fail closed: no answer without an audit trail).
+    const id = newAuditId();
+    const audited = this.options.audit
+      .write({
+        format: 'cohort-audit/1',
+        id,
+        time: new Date(this.now()).toISOString(),
+        who: identity.id,
+        auth: identity.kind,
+        queryHash: queryHash(request.query),
+        filters: request.filters ?? null,
+        assertion: request.assertion,
+        k: request.k,
+        minScore: request.minScore ?? null,
+        page: cursor !== undefined,
+        exportFormat: request.format,
+        patientsReturned: page.length,
+        totalPatients: total,
+        manifestVersion,
+        modelFingerprint: this.options.embedder.fingerprint,
+      })
+      .then(
+        () => undefined,
+        (error: unknown) => {
+          this.logger.warn('audit write failed; search refused', {
+            auditId: id,
+            error: (error as Error).name,
+          });
+          return new IndexUnavailableError('the audit store cannot be written', { cause: error });
+        },
+      );
+
     const offset = cursor?.o ?? 0;
     const evidenceHits = page.map((g) => g.hits.slice(0, request.evidence));
-    const evidence = await buildEvidence(evidenceHits.flat(), {
-      ...(this.options.texts ? { texts: this.options.texts } : {}),
-      query: request.query,
-      assertion: request.assertion,
-      onTextError: (noteId, error) =>
-        this.logger.warn('note text unreadable; evidence without snippet', {
-          noteId,
-          error: (error as Error).name,
-        }),
-    });
+    // `audited` never rejects (it resolves to the error), so a failing evidence build leaves no
+    // unhandled rejection behind.
+    const [evidence, auditError] = await Promise.all([
+      buildEvidence(evidenceHits.flat(), {
+        ...(this.options.texts ? { texts: this.options.texts } : {}),
+        query: request.query,
+        assertion: request.assertion,
+        onTextError: (noteId, error) =>
+          this.logger.warn('note text unreadable; evidence without snippet', {
+            noteId,
+            error: (error as Error).name,
+          }),
+      }),
+      audited,
+    ]);
+    if (auditError) throw auditError;
     let at = 0;
     const cohort = page.map((g, i) => {
       const n = evidenceHits[i]!.length;
@@ -282,31 +321,6 @@ export class QueryService {
         totalMs: round(performance.now() - t0),
       },
     };
-    const id = newAuditId();
-    try {
-      await this.options.audit.write({
-        format: 'cohort-audit/1',
-        id,
-        time: new Date(this.now()).toISOString(),
-        who: identity.id,
-        auth: identity.kind,
-        queryHash: queryHash(request.query),
-        filters: request.filters ?? null,
-        assertion: request.assertion,
-        k: request.k,
-        minScore: request.minScore ?? null,
-        page: cursor !== undefined,
-        exportFormat: request.format,
-        patientsReturned: cohort.length,
-        totalPatients: total,
-        manifestVersion,
-        modelFingerprint: this.options.embedder.fingerprint,
-      });
-    } catch (error) {
-      // Fail closed: an answer that leaves no audit trail is not given.
-      this.logger.warn('audit write failed; search refused', { auditId: id, error: (error as Error).name });
-      throw new IndexUnavailableError('the audit store cannot be written', { cause: error });
-    }
     this.served = true;
     this.logger.info('search', {
       auditId: id,

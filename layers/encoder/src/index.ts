@@ -21,3 +21,4 @@ export * from './session.ts';
 export * from './tensor.ts';
 export * from './tokenizer.ts';
 export * from './weights.ts';
+export * from './worker-encoder.ts';

@@ -2,11 +2,13 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  type BatchingEmbedder,
   createRouter,
   openQueryService,
   type QueryService,
   queryHash,
   type Router,
+  SearchRequestSchema,
   type SearchResponse,
 } from '../../../functions/query/src/index.ts';
 import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
@@ -29,6 +31,8 @@ let indexDir: string;
 let store: LocalDirectoryStore;
 let q: Float32Array;
 let fingerprint: string;
+let bundle: string;
+let cacheDir: string;
 const identity = { id: 'arn:aws:iam::123456789012:user/alice', kind: 'iam' as const };
 
 async function search(body: Record<string, unknown>) {
@@ -50,7 +54,7 @@ async function cohort(body: Record<string, unknown>): Promise<SearchResponse> {
 
 beforeAll(async () => {
   ({ dir: root, cleanup } = await tempDir('cohort-query-'));
-  const bundle = await tinyBundle(root, { variants: ['fp32', 'int8'] });
+  bundle = await tinyBundle(root, { variants: ['fp32', 'int8'] });
   ({ q, fingerprint } = await embedTestQuery(bundle));
   const paths = testIndexPaths(root, 'index');
   indexDir = paths.dir;
@@ -65,6 +69,7 @@ beforeAll(async () => {
     refreshIntervalMs: 0,
     threads: 1,
   });
+  cacheDir = paths.cacheDir;
   router = createRouter({ service });
 });
 
@@ -305,3 +310,38 @@ async function listAudit(): Promise<string[]> {
   await walk(auditDir, '');
   return out;
 }
+
+describe('model workers', () => {
+  it('answers from a model worker at once and starts the others after its first answer', async () => {
+    const withWorkers = await openQueryService({
+      modelDir: bundle,
+      indexUri: indexDir,
+      audit: auditDir,
+      cacheDir,
+      refreshIntervalMs: 0,
+      threads: 1,
+      modelWorkers: 2,
+      modelBatch: 1,
+    });
+    try {
+      const embedder = withWorkers.options.embedder as BatchingEmbedder;
+      expect(embedder.encoders).toHaveLength(1);
+      const request = SearchRequestSchema.parse({ query: TEST_QUERY, k: 6 });
+      const inThread = await service.search(request, identity);
+      const first = await withWorkers.search(request, identity);
+      // One query alone gives the same vector on a worker as in this thread: the same cohort.
+      expect(first.cohort.map((m) => [m.patientId, m.score])).toEqual(
+        inThread.cohort.map((m) => [m.patientId, m.score]),
+      );
+      const deadline = Date.now() + 20_000;
+      while (embedder.encoders.length < 2 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(embedder.encoders).toHaveLength(2);
+      const both = await Promise.all([1, 2, 3].map(() => withWorkers.search(request, identity)));
+      for (const r of both) expect(r.cohort).toEqual(first.cohort);
+    } finally {
+      await withWorkers.close();
+    }
+  });
+});

@@ -9,21 +9,17 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import {
-  type BertTokenizer,
-  type EmbedOptions,
-  type EncoderOptions,
-  loadBundleTokenizer,
-  type ModelInfo,
-  type ResolvedProvider,
-  readBundleInfo,
-  type TokenizedText,
-  type Variant,
-} from '@cohort/encoder';
-import { EmbedError } from './errors.ts';
+import { loadBundleTokenizer, type ModelInfo, readBundleInfo, type Variant } from './bundle.ts';
+import type { EmbedOptions, EncoderOptions } from './encoder.ts';
+import { EncoderError } from './errors.ts';
+import type { ResolvedProvider } from './session.ts';
+import type { BertTokenizer, TokenizedText } from './tokenizer.ts';
 
-/** What the job needs of an encoder: the bundle's info and tokenizer, and embedding of token ids. */
-export interface JobEncoder {
+/**
+ * An encoder that embeds token ids: the bundle's info and tokenizer, and `embedIds`. Both
+ * {@link Encoder} (in this thread) and {@link WorkerEncoder} (on a worker thread) are one.
+ */
+export interface TokenIdEncoder {
   readonly info: ModelInfo;
   readonly dims: number;
   readonly provider: ResolvedProvider;
@@ -38,7 +34,7 @@ export interface JobEncoder {
 }
 
 /** The worker failed to start the encoder, or a request failed in it; the worker's error name is kept. */
-export class EncoderWorkerError extends EmbedError {}
+export class EncoderWorkerError extends EncoderError {}
 
 type Reply =
   | { type: 'ready'; provider: ResolvedProvider; variant: Variant }
@@ -46,7 +42,7 @@ type Reply =
   | { type: 'result'; id: number; flat: Float32Array; truncated: number[] };
 
 /** An encoder whose ONNX Runtime session runs on a worker thread; see the module comment. */
-export class WorkerEncoder implements JobEncoder {
+export class WorkerEncoder implements TokenIdEncoder {
   private nextId = 0;
   private readonly pending = new Map<
     number,
@@ -97,12 +93,12 @@ export class WorkerEncoder implements JobEncoder {
     const info = await readBundleInfo(bundleDir);
     const tokenizer = await loadBundleTokenizer(bundleDir, info);
     const require = createRequire(import.meta.url);
-    const worker = new Worker(new URL('./encoder-worker.mjs', import.meta.url), {
+    const worker = new Worker(new URL('./worker-encoder.mjs', import.meta.url), {
       workerData: {
         // The ESM entry of tsx's API (its `import` export): `require.resolve` would give the CommonJS one.
         tsxApi: pathToFileURL(join(dirname(require.resolve('tsx/package.json')), 'dist/esm/api/index.mjs'))
           .href,
-        encoderModule: pathToFileURL(require.resolve('@cohort/encoder')).href,
+        encoderModule: new URL('./index.ts', import.meta.url).href,
         bundleDir,
         options,
       },

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { EncoderWorkerError, WorkerEncoder } from '../../../functions/embed/src/encoder-worker.ts';
 import { Encoder } from '../../../layers/encoder/src/encoder.ts';
+import { EncoderWorkerError, WorkerEncoder } from '../../../layers/encoder/src/worker-encoder.ts';
 import { CLINICAL_SENTENCES, tempDir, tinyBundle } from '../../helpers/encoder.ts';
 
 let root: { dir: string; cleanup: () => Promise<void> };

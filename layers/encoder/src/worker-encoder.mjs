@@ -1,4 +1,4 @@
-// The encoder's worker thread (see encoder-worker.ts). Plain JavaScript, so that it starts the same
+// The encoder's worker thread (see worker-encoder.ts). Plain JavaScript, so that it starts the same
 // way under every runner (node --import tsx, the CLI, vitest): it registers tsx itself, then loads
 // the encoder layer from its TypeScript sources and serves embed requests.
 import { parentPort, workerData } from 'node:worker_threads';
