@@ -33,6 +33,10 @@ const CHUNKS = Number(process.env['BENCH_QUERY_CHUNKS'] ?? 100_000);
 const DURATION = Number(process.env['BENCH_QUERY_DURATION'] ?? 60);
 const CONNECTIONS = 20;
 const WARM_REQUESTS = Number(process.env['BENCH_QUERY_REQUESTS'] ?? 300);
+/** Seconds of the baseline load phase (model in the server thread). */
+const BASELINE_DURATION = Number(process.env['BENCH_QUERY_BASELINE_DURATION'] ?? 20);
+/** Pause between the warm-up searches and the warm measurement, in ms. */
+const WARM_PAUSE_MS = 5000;
 const DIMS = 768;
 const CHUNKS_PER_NOTE = 5;
 const NOTES_PER_PATIENT = 4;
@@ -263,10 +267,15 @@ function post(url: string, body: string): Promise<{ status: number; body: string
 }
 
 /** Starts `cohort serve` with an empty segment cache; resolves with its URL once it listens. */
-function serve(index: string, model: string, cache: string): { child: ChildProcess; url: Promise<string> } {
+function serve(
+  index: string,
+  model: string,
+  cache: string,
+  extra: readonly string[] = [],
+): { child: ChildProcess; url: Promise<string> } {
   const child = spawn(
     process.execPath,
-    [COHORT_BIN, 'serve', '--data', index, '--model', model, '--port', '0'],
+    [COHORT_BIN, 'serve', '--data', index, '--model', model, '--port', '0', ...extra],
     {
       env: { ...process.env, COHORT_CACHE_DIR: cache, COHORT_LOG_LEVEL: 'warn' },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -284,11 +293,29 @@ function serve(index: string, model: string, cache: string): { child: ChildProce
   return { child, url };
 }
 
+/** `CONNECTIONS` autocannon clients searching with distinct queries for `seconds`. */
+function loadPhase(url: string, seconds: number, body: () => string): Promise<AutocannonResult> {
+  return autocannon({
+    url: `${url}/v1/search`,
+    connections: CONNECTIONS,
+    duration: seconds,
+    requests: [
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (req) => ({ ...req, body: body() }),
+      },
+    ],
+  });
+}
+
 /**
  * Query API benchmark: `cohort serve` on loopback over a 100,000-chunk synthetic index in the
  * directory store, with the int8 BERT-base-sized random model embedding each query. Measures the
  * cold start (process start to the first answer, empty segment cache), warm latency of
- * `POST /v1/search` with k = 50 (one client), and 20 concurrent clients for 60 s (autocannon).
+ * `POST /v1/search` with k = 50 (one client), and 20 concurrent clients for 60 s (autocannon);
+ * then, restarted with the model in the server thread (as in Lambda), the same clients for 20 s
+ * as the baseline of the model workers' throughput.
  */
 export async function runQueryBench(): Promise<void> {
   const model = await benchModel();
@@ -299,9 +326,9 @@ export async function runQueryBench(): Promise<void> {
   let next = 0;
   const body = () => JSON.stringify({ query: qs[next++ % qs.length], k: 50 });
   /** Starts the server and sends one search; the time from process start to its answer. */
-  const startAndAsk = async () => {
+  const startAndAsk = async (extra: readonly string[] = []) => {
     const t0 = performance.now();
-    const { child, url: urlPromise } = serve(index, model, cache);
+    const { child, url: urlPromise } = serve(index, model, cache, extra);
     const stop = async () => {
       // Wait for the server to finish its last audit writes before its cache directory goes.
       const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -333,11 +360,16 @@ export async function runQueryBench(): Promise<void> {
     log(`cold start ${round(coldStartMs)} ms; ${cold.patients} patients from ${cold.chunks} chunks`);
     let samples: number[] = [];
     let server: number[] = [];
+    /** Server timings of the warm searches, by part. */
+    const parts = { encodeMs: [] as number[], searchMs: [] as number[], evidenceMs: [] as number[] };
     let load: AutocannonResult;
     try {
       const url = cold.url;
       log(`warm latency: ${WARM_REQUESTS} sequential searches, k = 50, distinct queries`);
       for (let i = 0; i < 20; i++) await post(url, body());
+      // The server starts its second model worker after its first answer (so that it does not slow
+      // the cold start); let that finish before measuring a warm server.
+      await new Promise((resolve) => setTimeout(resolve, WARM_PAUSE_MS));
       samples = [];
       server = [];
       for (let i = 0; i < WARM_REQUESTS; i++) {
@@ -345,28 +377,27 @@ export async function runQueryBench(): Promise<void> {
         const r = await post(url, body());
         samples.push(performance.now() - s);
         if (r.status !== 200) throw new Error(`search answered ${r.status}`);
-        server.push((JSON.parse(r.body) as { timings: { totalMs: number } }).timings.totalMs);
+        const { timings } = JSON.parse(r.body) as { timings: Record<keyof typeof parts | 'totalMs', number> };
+        server.push(timings.totalMs);
+        for (const part of Object.keys(parts) as (keyof typeof parts)[]) parts[part].push(timings[part]);
       }
       log(`load: ${CONNECTIONS} clients for ${DURATION} s (autocannon)`);
-      load = await autocannon({
-        url: `${url}/v1/search`,
-        connections: CONNECTIONS,
-        duration: DURATION,
-        requests: [
-          {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            setupRequest: (req) => ({ ...req, body: body() }),
-          },
-        ],
-      });
+      load = await loadPhase(url, DURATION, body);
     } finally {
       await cold.stop();
     }
     const machineLoad = loadavg()[0]!;
     log('restart with the segment cache filled (a local restart; a new Lambda container starts empty)');
-    const restart = await startAndAsk();
-    await restart.stop();
+    // The baseline runs the model in the server thread, as a Lambda container does.
+    const restart = await startAndAsk(['--model-workers', '0']);
+    let baseline: AutocannonResult;
+    try {
+      log(`baseline load, model in the server thread: ${CONNECTIONS} clients for ${BASELINE_DURATION} s`);
+      await new Promise((resolve) => setTimeout(resolve, WARM_PAUSE_MS));
+      baseline = await loadPhase(restart.url, BASELINE_DURATION, body);
+    } finally {
+      await restart.stop();
+    }
 
     const errors = load.errors + load.timeouts + load.non2xx;
     printTable(
@@ -383,9 +414,18 @@ export async function runQueryBench(): Promise<void> {
           '  of which server time: p50 / p99',
           `${round(quantile(server, 0.5))} / ${round(quantile(server, 0.99))} ms`,
         ],
+        [
+          '  server time by part, p50: encode / search / evidence and audit',
+          `${round(quantile(parts.encodeMs, 0.5))} / ${round(quantile(parts.searchMs, 0.5))} / ${round(quantile(parts.evidenceMs, 0.5))} ms`,
+        ],
         [`load: ${CONNECTIONS} clients × ${DURATION} s: requests/s`, round(load.requests.average, 1)],
         ['load: latency p50 / p99', `${load.latency.p50} / ${load.latency.p99} ms`],
         ['load: errors (errors + timeouts + non-2xx)', errors],
+        [
+          `baseline, model in the server thread: ${CONNECTIONS} clients × ${BASELINE_DURATION} s: requests/s, p99`,
+          `${round(baseline.requests.average, 1)}, ${baseline.latency.p99} ms (errors ${baseline.errors + baseline.timeouts + baseline.non2xx})`,
+        ],
+        ['load requests/s vs the baseline', round(load.requests.average / baseline.requests.average, 2)],
         ['machine load average (1 min) after the load phase, 2 cores', round(machineLoad, 1)],
       ],
     );
@@ -398,6 +438,7 @@ export async function runQueryBench(): Promise<void> {
         load_rps: round(load.requests.average, 1),
         load_p99_ms: load.latency.p99,
         errors,
+        load_rps_vs_in_thread: round(load.requests.average / baseline.requests.average, 2),
       })}\n`,
     );
   } finally {

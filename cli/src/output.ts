@@ -11,3 +11,10 @@ export function parsePositiveInt(value: string): number {
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${value} is not a positive integer`);
   return n;
 }
+
+/** Parses an integer option that may be 0, with a message commander shows on a bad value. */
+export function parseNonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${value} is not an integer ≥ 0`);
+  return n;
+}

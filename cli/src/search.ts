@@ -16,7 +16,7 @@ import {
 } from '@cohort/query';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { cacheFor } from './index-commands.ts';
-import { parsePositiveInt, printJson } from './output.ts';
+import { parseNonNegativeInt, parsePositiveInt, printJson } from './output.ts';
 import { parsePort } from './start.ts';
 
 /** Audit location when `--audit` is not given. */
@@ -43,12 +43,6 @@ async function openLocalService(
     logger: log,
     ...extra,
   });
-}
-
-function parseCount(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${value} is not a whole number ≥ 0`);
-  return n;
 }
 
 function parseScore(value: string): number {
@@ -179,7 +173,7 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
     .option(
       '--model-workers <n>',
       'worker threads running the query model (0: in the server thread)',
-      parseCount,
+      parseNonNegativeInt,
       LOCAL_SERVER_MODEL_WORKERS,
     )
     .option('--model-threads <n>', 'CPU threads of each model session (default: all cores)', parsePositiveInt)

@@ -82,7 +82,7 @@ export class BatchingEmbedder implements QueryEmbedder {
     this.maxWaitMs = options.maxWaitMs ?? 30;
   }
 
-  /** The encoders of the pool, in the order they take lone queries. */
+  /** The encoders of the pool; a lone query goes to the first idle one in this order. */
   get encoders(): readonly TokenIdEncoder[] {
     return this.encoderList;
   }
@@ -150,7 +150,7 @@ export class BatchingEmbedder implements QueryEmbedder {
       const batch = this.queue.splice(0, this.maxBatch);
       void this.run(encoder, batch).finally(() => {
         this.firstBatchDone();
-        // Keep the encoders in their given order: the first idle one (the fastest) takes a lone query.
+        // Keep the pool's order, so that lone queries keep going to the same encoder (warm caches).
         this.idle.push(encoder);
         this.idle.sort((a, b) => this.encoders.indexOf(a) - this.encoders.indexOf(b));
         this.dispatch();

@@ -220,7 +220,7 @@ export const SearchResponseSchema = z
       .object({
         encodeMs: z.number(),
         searchMs: z.number(),
-        evidenceMs: z.number(),
+        evidenceMs: z.number().describe('evidence snippets, and the audit record written meanwhile'),
         totalMs: z.number(),
       })
       .describe('server-side milliseconds per stage'),
