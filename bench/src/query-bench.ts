@@ -405,7 +405,10 @@ export async function runQueryBench(): Promise<void> {
       [
         ['index', `${CHUNKS} chunks, 768-d, 2 segments, directory store; int8 BERT-base-sized random model`],
         ['cold start (process start → first answer, empty cache)', `${round(coldStartMs)} ms`],
-        ['restart with a filled segment cache (process start → first answer)', `${round(restart.ms)} ms`],
+        [
+          'restart with a filled segment cache, model in the server thread (process start → first answer)',
+          `${round(restart.ms)} ms`,
+        ],
         [
           'warm /v1/search k=50, one client: p50 / p99',
           `${round(quantile(samples, 0.5))} / ${round(quantile(samples, 0.99))} ms`,

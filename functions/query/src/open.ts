@@ -4,7 +4,6 @@
  * Used by the Lambda handler (from the environment), `cohort search` and `cohort serve`.
  */
 
-import { availableParallelism } from 'node:os';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import {
   Encoder,
@@ -29,8 +28,9 @@ export type ShardPlan =
 
 /**
  * Model workers of a local server (`cohort serve`, `cohort start`): two, so that one runs a batch
- * while the other takes the queries that arrived meanwhile (see `BatchingEmbedder`); measured on
- * 2 cores against one worker and against the model in the server thread (functions/query/README.md).
+ * while the other takes the queries that arrived meanwhile (see `BatchingEmbedder`). On 2 cores
+ * under 20 clients: 74 searches/s with one worker, 80–100 with two (runs of 20 s),
+ * and 1.32× the model in the server thread in the query benchmark (functions/query/README.md).
  */
 export const LOCAL_SERVER_MODEL_WORKERS = 2;
 
@@ -87,10 +87,10 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
     // Spinning intra-op threads would slow the search and evidence work that follows each query
     // (measured about 2× on 2 cores; see functions/query/README.md, Speed).
     spinning: false,
-    threads: options.threads ?? availableParallelism(),
+    ...(options.threads === undefined ? {} : { threads: options.threads }),
   };
   // A server with several model workers starts one before it answers and the others after its
-  // first answer: starting them all at once costs about 0.8 s of cold start per extra worker on 2 cores.
+  // first batch: starting them all at once costs about 0.8 s of cold start per extra worker on 2 cores.
   const loadModel: Promise<TokenIdEncoder> =
     workers === 0
       ? Encoder.load(options.modelDir, {
@@ -162,7 +162,7 @@ async function addWorkerEncoders(
 ): Promise<void> {
   for (let i = 0; i < count; i++) {
     try {
-      await embedder.add(await WorkerEncoder.start(modelDir, options));
+      if (!(await embedder.add(await WorkerEncoder.start(modelDir, options)))) return;
     } catch (error) {
       logger?.warn('a model worker could not start; serving with fewer', {
         workers: embedder.encoders.length,

@@ -1,5 +1,5 @@
 /**
- * Query embedding: one model per process, loaded once. Queries that arrive while the model is busy
+ * Query embedding: the model loaded once per process (one session, or a pool of worker sessions). Queries that arrive while the model is busy
  * are embedded together in the next forward pass (micro-batching): one int8 GEMM over 16 short
  * queries costs about 30% less per query than 16 separate ones (measured on 2 cores), which is
  * what keeps p99 low under concurrent load. The model may run on worker threads
@@ -8,7 +8,7 @@
  * A small LRU keeps recent query vectors, so the pages of one exhaustive search embed once.
  */
 import { createHash } from 'node:crypto';
-import { isFixtureModel, type TokenIdEncoder } from '@cohort/encoder';
+import { EncoderWorkerError, isFixtureModel, type TokenIdEncoder } from '@cohort/encoder';
 
 /** Turns query text into a unit vector with the index's model. */
 export interface QueryEmbedder {
@@ -89,18 +89,23 @@ export class BatchingEmbedder implements QueryEmbedder {
 
   /**
    * Adds an encoder of the same bundle to the pool (a server starts its later model workers after
-   * the first answer, so that they do not slow its cold start). After {@link close}, closes it.
+   * its first batch, so that they do not slow its cold start). After {@link close}, closes it
+   * instead and returns false.
    * @throws RangeError when its model fingerprint differs from the pool's
    */
-  async add(encoder: TokenIdEncoder): Promise<void> {
+  async add(encoder: TokenIdEncoder): Promise<boolean> {
     if (encoder.info.fingerprint !== this.fingerprint) {
       await encoder.close();
       throw new RangeError(`encoder model ${encoder.info.fingerprint} differs from ${this.fingerprint}`);
     }
-    if (this.closed) return encoder.close();
+    if (this.closed) {
+      await encoder.close();
+      return false;
+    }
     this.encoderList.push(encoder);
     this.idle.push(encoder);
     this.dispatch();
+    return true;
   }
 
   get fingerprint(): string {
@@ -116,6 +121,7 @@ export class BatchingEmbedder implements QueryEmbedder {
   }
 
   embed(text: string): Promise<{ vector: Float32Array; truncated: boolean }> {
+    if (this.closed) return Promise.reject(new EncoderWorkerError('the query model is closed'));
     const key = createHash('sha256').update(text).digest('base64');
     const hit = this.cache.get(key);
     if (hit) {
@@ -139,6 +145,14 @@ export class BatchingEmbedder implements QueryEmbedder {
   private dispatch(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    if (this.closed || this.encoderList.length === 0) {
+      // Nothing will embed these any more: fail them rather than leave them waiting forever.
+      const error = new EncoderWorkerError(
+        this.closed ? 'the query model is closed' : 'every model worker has exited',
+      );
+      for (const w of this.queue.splice(0)) w.reject(error);
+      return;
+    }
     while (this.queue.length > 0 && this.idle.length > 0) {
       const busy = this.idle.length < this.encoders.length;
       const waited = performance.now() - this.queue[0]!.since;
@@ -150,9 +164,14 @@ export class BatchingEmbedder implements QueryEmbedder {
       const batch = this.queue.splice(0, this.maxBatch);
       void this.run(encoder, batch).finally(() => {
         this.firstBatchDone();
-        // Keep the pool's order, so that lone queries keep going to the same encoder (warm caches).
-        this.idle.push(encoder);
-        this.idle.sort((a, b) => this.encoders.indexOf(a) - this.encoders.indexOf(b));
+        if (encoder.exited) {
+          // A worker that died takes no more batches; the others carry on.
+          this.encoderList.splice(this.encoderList.indexOf(encoder), 1);
+        } else {
+          // Keep the pool's order, so that lone queries keep going to the same encoder (warm caches).
+          this.idle.push(encoder);
+          this.idle.sort((a, b) => this.encoders.indexOf(a) - this.encoders.indexOf(b));
+        }
         this.dispatch();
       });
     }
@@ -172,7 +191,9 @@ export class BatchingEmbedder implements QueryEmbedder {
         w.resolve(value);
       });
     } catch (error) {
-      for (const w of batch) w.reject(error);
+      // A worker that died before or while running the batch leaves it to the others.
+      if (encoder.exited) this.queue.unshift(...batch);
+      else for (const w of batch) w.reject(error);
     }
   }
 
@@ -182,9 +203,10 @@ export class BatchingEmbedder implements QueryEmbedder {
     while (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value!);
   }
 
+  /** Fails the queries still waiting, then closes every encoder (batches running finish or fail). */
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.timer);
+    this.dispatch();
     await Promise.all(this.encoders.map((e) => e.close()));
   }
 }

@@ -243,27 +243,30 @@ export class QueryService {
     const t2 = performance.now();
 
     // The audit record needs only what the search found, so it is written while the evidence is
-    // built; the answer still waits for it (fail closed: no answer without an audit trail).
+    // built; the answer still waits for it (fail closed: no answer without an audit trail). Should
+    // the evidence fail after the record was written, the record stands for a refused search.
     const id = newAuditId();
-    const audited = this.options.audit
-      .write({
-        format: 'cohort-audit/1',
-        id,
-        time: new Date(this.now()).toISOString(),
-        who: identity.id,
-        auth: identity.kind,
-        queryHash: queryHash(request.query),
-        filters: request.filters ?? null,
-        assertion: request.assertion,
-        k: request.k,
-        minScore: request.minScore ?? null,
-        page: cursor !== undefined,
-        exportFormat: request.format,
-        patientsReturned: page.length,
-        totalPatients: total,
-        manifestVersion,
-        modelFingerprint: this.options.embedder.fingerprint,
-      })
+    const audited = Promise.resolve()
+      .then(() =>
+        this.options.audit.write({
+          format: 'cohort-audit/1',
+          id,
+          time: new Date(this.now()).toISOString(),
+          who: identity.id,
+          auth: identity.kind,
+          queryHash: queryHash(request.query),
+          filters: request.filters ?? null,
+          assertion: request.assertion,
+          k: request.k,
+          minScore: request.minScore ?? null,
+          page: cursor !== undefined,
+          exportFormat: request.format,
+          patientsReturned: page.length,
+          totalPatients: total,
+          manifestVersion,
+          modelFingerprint: this.options.embedder.fingerprint,
+        }),
+      )
       .then(
         () => undefined,
         (error: unknown) => {

@@ -30,6 +30,8 @@ export interface TokenIdEncoder {
     sequences: readonly number[][],
     options?: EmbedOptions,
   ): Promise<{ readonly embeddings: Float32Array[]; readonly truncated: number[] }>;
+  /** True once the encoder can embed no more (its worker thread exited). Default: never. */
+  readonly exited?: boolean;
   close(): Promise<void>;
 }
 
@@ -44,6 +46,8 @@ type Reply =
 /** An encoder whose ONNX Runtime session runs on a worker thread; see the module comment. */
 export class WorkerEncoder implements TokenIdEncoder {
   private nextId = 0;
+  /** Why the worker is gone, once it exited (every later request fails with it). */
+  private gone: EncoderWorkerError | undefined;
   private readonly pending = new Map<
     number,
     { resolve: (r: { embeddings: Float32Array[]; truncated: number[] }) => void; reject: (e: Error) => void }
@@ -77,9 +81,10 @@ export class WorkerEncoder implements TokenIdEncoder {
       }
     });
     worker.on('error', (error) => this.failAll(error));
-    worker.on('exit', (code) =>
-      this.failAll(new EncoderWorkerError(`encoder worker exited with code ${code}`)),
-    );
+    worker.on('exit', (code) => {
+      this.gone = new EncoderWorkerError(`encoder worker exited with code ${code}`);
+      this.failAll(this.gone);
+    });
   }
 
   /**
@@ -126,11 +131,20 @@ export class WorkerEncoder implements TokenIdEncoder {
     return this.tokenizer.encodeBatch(texts);
   }
 
-  /** Embeds token ids on the worker; as `Encoder.embedIds`. */
+  /** Whether the worker thread has exited (closed or crashed): every request then fails. */
+  get exited(): boolean {
+    return this.gone !== undefined;
+  }
+
+  /**
+   * Embeds token ids on the worker; as `Encoder.embedIds`.
+   * @throws EncoderWorkerError when the worker has exited or the request failed in it
+   */
   embedIds(
     sequences: readonly number[][],
     options: EmbedOptions = {},
   ): Promise<{ embeddings: Float32Array[]; truncated: number[] }> {
+    if (this.gone) return Promise.reject(this.gone);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -138,8 +152,9 @@ export class WorkerEncoder implements TokenIdEncoder {
     });
   }
 
-  /** Releases the session and ends the worker. */
+  /** Releases the session and ends the worker (again: nothing). */
   async close(): Promise<void> {
+    if (this.gone) return;
     const exited = new Promise((resolve) => this.worker.once('exit', resolve));
     this.worker.postMessage({ type: 'close' });
     await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);

@@ -38,4 +38,13 @@ describe('WorkerEncoder', () => {
     expect(error).toBeInstanceOf(EncoderWorkerError);
     expect((error as Error).message).toContain('ProviderUnavailableError');
   });
+
+  it('refuses requests once its worker has exited, and closes only once', async () => {
+    const worker = await WorkerEncoder.start(bundle, { provider: 'cpu', threads: 1 });
+    expect(worker.exited).toBe(false);
+    await worker.close();
+    expect(worker.exited).toBe(true);
+    await expect(worker.embedIds([[2, 3]])).rejects.toBeInstanceOf(EncoderWorkerError);
+    await worker.close();
+  });
 });

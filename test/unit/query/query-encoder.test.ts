@@ -220,4 +220,39 @@ describe('BatchingEmbedder', () => {
     expect(closed).toBe(true);
     expect(embedder.encoders).toHaveLength(2);
   });
+
+  it('fails the queries still waiting when closed, and refuses new ones', async () => {
+    const gated = new GatedEncoder(encoder);
+    const embedder = new BatchingEmbedder(gated, { cacheSize: 0 });
+    const running = embedder.embed('in flight');
+    await until(() => gated.batches.length === 1);
+    const waiting = [embedder.embed('waiting 1'), embedder.embed('waiting 2')];
+    const closing = embedder.close();
+    for (const w of waiting) await expect(w).rejects.toThrow(/closed/);
+    await expect(embedder.embed('after close')).rejects.toThrow(/closed/);
+    gated.open();
+    expect((await running).vector).toHaveLength(encoder.dims);
+    await closing;
+    expect(gated.batches).toEqual([1]);
+  });
+
+  it('leaves a model worker that exited and hands its queries to the others', async () => {
+    const [first, second] = await Promise.all(
+      [0, 1].map(() => WorkerEncoder.start(bundle, { provider: 'cpu', threads: 1 })),
+    );
+    const embedder = new BatchingEmbedder([first!, second!], { cacheSize: 0 });
+    try {
+      await first!.close();
+      expect(first!.exited).toBe(true);
+      // The lone query goes to the first worker, finds it gone, and is embedded by the second.
+      const [sentence] = CLINICAL_SENTENCES;
+      const { vector } = await embedder.embed(sentence!);
+      expect(Array.from(vector)).toEqual(Array.from((await encoder.embed([sentence!])).embeddings[0]!));
+      expect(embedder.encoders).toEqual([second]);
+      await second!.close();
+      await expect(embedder.embed('no worker left')).rejects.toThrow(/every model worker has exited/);
+    } finally {
+      await embedder.close();
+    }
+  });
 });
