@@ -72,20 +72,16 @@ export class Observability extends Construct {
       statistic: 'Max',
     });
     const queryErrors = props.queryFunction.metricErrors({ period: five, statistic: 'Sum' });
-    const api5xx = new cloudwatch.Metric({
-      namespace: 'AWS/ApiGateway',
-      metricName: '5xx',
-      dimensionsMap: { ApiId: props.api.apiId, Stage: '$default' },
-      statistic: 'Sum',
-      period: five,
-    });
-    const latency = new cloudwatch.Metric({
-      namespace: 'AWS/ApiGateway',
-      metricName: 'Latency',
-      dimensionsMap: { ApiId: props.api.apiId, Stage: '$default' },
-      statistic: 'p99',
-      period: five,
-    });
+    const apiMetric = (metricName: string, statistic: string) =>
+      new cloudwatch.Metric({
+        namespace: 'AWS/ApiGateway',
+        metricName,
+        dimensionsMap: { ApiId: props.api.apiId, Stage: '$default' },
+        statistic,
+        period: five,
+      });
+    const api5xx = apiMetric('5xx', 'Sum');
+    const latency = apiMetric('Latency', 'p99');
     const functions = [props.queryFunction, props.dispatcher, ...props.shardFunctions];
     // A metric-math alarm may use at most 10 metrics: one throttle sum per 10 functions.
     const throttleSums: cloudwatch.MathExpression[] = [];

@@ -302,3 +302,22 @@ export async function buildTestIndex(root: string, name = 'index'): Promise<Test
     auditDir: join(root, `${name}-audit`),
   };
 }
+
+/**
+ * The query service over a {@link buildTestIndex} index: its model, index, audit and cache
+ * directories, one model thread, the model in this thread; `over` replaces any of these.
+ */
+export async function openTestService(
+  index: TestIndex,
+  over: Partial<import('../../functions/query/src/open.ts').OpenQueryServiceOptions> = {},
+) {
+  const { openQueryService } = await import('../../functions/query/src/open.ts');
+  return openQueryService({
+    modelDir: index.bundle,
+    indexUri: index.indexDir,
+    audit: index.auditDir,
+    cacheDir: index.cacheDir,
+    threads: 1,
+    ...over,
+  });
+}

@@ -2,13 +2,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createRouter,
   openApiDocument,
-  openQueryService,
   type QueryService,
   type Router,
   type RouterRequest,
 } from '../../../functions/query/src/index.ts';
 import { tempDir } from '../../helpers/encoder.ts';
-import { buildTestIndex, TEST_QUERY, type TestIndex } from '../../helpers/query.ts';
+import { buildTestIndex, openTestService, TEST_QUERY, type TestIndex } from '../../helpers/query.ts';
 
 let cleanup: () => Promise<void>;
 let index: TestIndex;
@@ -33,13 +32,7 @@ beforeAll(async () => {
   let root: string;
   ({ dir: root, cleanup } = await tempDir('cohort-router-'));
   index = await buildTestIndex(root);
-  service = await openQueryService({
-    modelDir: index.bundle,
-    indexUri: index.indexDir,
-    audit: index.auditDir,
-    cacheDir: index.cacheDir,
-    threads: 1,
-  });
+  service = await openTestService(index);
   router = createRouter({ service });
 });
 
@@ -140,13 +133,7 @@ describe('routes', () => {
 
   it('reports health: manifest version, segments, model fingerprint, cold then warm', async () => {
     const fresh = createRouter({
-      service: await openQueryService({
-        modelDir: index.bundle,
-        indexUri: index.indexDir,
-        audit: index.auditDir,
-        cacheDir: index.cacheDir,
-        threads: 1,
-      }),
+      service: await openTestService(index),
     });
     const cold = await fresh({ method: 'GET', path: '/v1/health', headers: {}, identity });
     expect(cold.status).toBe(200);
@@ -216,15 +203,7 @@ describe('routes', () => {
 });
 
 describe('refusals', () => {
-  const open = (over: Partial<Parameters<typeof openQueryService>[0]>) =>
-    openQueryService({
-      modelDir: index.bundle,
-      indexUri: index.indexDir,
-      audit: index.auditDir,
-      cacheDir: index.cacheDir,
-      threads: 1,
-      ...over,
-    });
+  const open = (over: Parameters<typeof openTestService>[1]) => openTestService(index, over);
 
   it('answers 429 past the searches in flight, and serves again after', async () => {
     const busy = await open({ maxInFlight: 1 });
@@ -328,13 +307,10 @@ describe('warm container', () => {
       notes: standardNotes(),
       workDir: `${index.workDir}-refresh`,
     });
-    const slow = await openQueryService({
-      modelDir: index.bundle,
+    const slow = await openTestService(index, {
       indexUri: dir,
-      audit: index.auditDir,
       cacheDir: `${index.cacheDir}-refresh`,
       refreshIntervalMs: 60_000,
-      threads: 1,
     });
     const version = async () => (await slow.health()).manifestVersion;
     expect(await version()).toBe(1);
@@ -352,13 +328,7 @@ describe('warm container', () => {
 
 describe('closing', () => {
   it('lets the searches in flight finish before releasing the model', async () => {
-    const closing = await openQueryService({
-      modelDir: index.bundle,
-      indexUri: index.indexDir,
-      audit: index.auditDir,
-      cacheDir: index.cacheDir,
-      threads: 1,
-    });
+    const closing = await openTestService(index);
     const pending = closing.search(
       (await import('../../../functions/query/src/schemas.ts')).SearchRequestSchema.parse({
         query: TEST_QUERY,

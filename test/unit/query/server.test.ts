@@ -7,13 +7,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createQueryServer,
   DEFAULT_WEB_DIR,
-  openQueryService,
   type QueryService,
   type RunningQueryServer,
 } from '../../../functions/query/src/index.ts';
 import { seededUniform } from '../../../layers/encoder/src/fixture.ts';
 import { tempDir } from '../../helpers/encoder.ts';
-import { buildTestIndex, TEST_QUERY } from '../../helpers/query.ts';
+import { buildTestIndex, openTestService, TEST_QUERY } from '../../helpers/query.ts';
 
 const TOKEN = 'test-token-0123456789';
 let cleanup: () => Promise<void>;
@@ -73,13 +72,7 @@ beforeAll(async () => {
   let root: string;
   ({ dir: root, cleanup } = await tempDir('cohort-server-'));
   const index = await buildTestIndex(root);
-  service = await openQueryService({
-    modelDir: index.bundle,
-    indexUri: index.indexDir,
-    audit: index.auditDir,
-    cacheDir: index.cacheDir,
-    threads: 1,
-  });
+  service = await openTestService(index);
   const web = join(root, 'web');
   await mkdir(join(web, 'sub'), { recursive: true });
   await writeFile(join(web, 'index.html'), '<!doctype html><title>cohort</title>');

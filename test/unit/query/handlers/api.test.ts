@@ -1,9 +1,9 @@
 import { Metrics } from '@aws-lambda-powertools/metrics';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type ApiEvent, createApiHandler, identityOf } from '../../../../functions/query/src/handlers/api.ts';
-import { createRouter, openQueryService, type QueryService } from '../../../../functions/query/src/index.ts';
+import { createRouter, type QueryService } from '../../../../functions/query/src/index.ts';
 import { tempDir } from '../../../helpers/encoder.ts';
-import { buildTestIndex, TEST_QUERY } from '../../../helpers/query.ts';
+import { buildTestIndex, openTestService, TEST_QUERY } from '../../../helpers/query.ts';
 
 /** An HTTP API v2 event as API Gateway sends it (the boundary is mocked: this is its documented shape). */
 function event(options: {
@@ -50,13 +50,7 @@ beforeAll(async () => {
   let root: string;
   ({ dir: root, cleanup } = await tempDir('cohort-api-'));
   const index = await buildTestIndex(root);
-  service = await openQueryService({
-    modelDir: index.bundle,
-    indexUri: index.indexDir,
-    audit: index.auditDir,
-    cacheDir: index.cacheDir,
-    threads: 1,
-  });
+  service = await openTestService(index);
   handler = createApiHandler(createRouter({ service }));
 });
 
