@@ -1,12 +1,17 @@
 /**
  * Audit: every search leaves one record (who, when, a hash of the query, the filters, how many
  * patients came back, the manifest version) in an append-only store: an S3 prefix (encrypted, with
- * Object Lock or a deny-delete bucket policy in the CDK app) or a local directory. Records are
- * written create-only under a unique key and never rewritten. The query text itself is not stored,
+ * Object Lock or a deny-delete bucket policy in the CDK app; one create-only object per record) or
+ * a local directory (JSON Lines files opened append-only; {@link LocalAuditLog}). Records are never
+ * rewritten, and a search is answered only once its record is durable. The query text itself is not stored,
  * only its sha256 (so an auditor holding a query can tell whether it was run); filters are stored
  * as given, since they are needed to reproduce a cohort.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
+import { type FileHandle, mkdir, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type ObjectStore, openStore } from '@cohort/index';
 import type { SearchFilters } from './schemas.ts';
 
@@ -46,7 +51,20 @@ export function queryHash(query: string): string {
 
 /** Where audit records go. */
 export interface AuditSink {
+  /** Resolves once the record is durable; rejects when it cannot be written (the search is then refused). */
   write(record: AuditRecord): Promise<void>;
+  /** Releases what the sink holds open (a file). Optional. */
+  close?(): Promise<void>;
+}
+
+/**
+ * The audit sink for a location: `s3://bucket/prefix/` gives a {@link StoreAuditSink} (one object
+ * per record); a directory path or `file:` URL gives a {@link LocalAuditLog}.
+ */
+export function openAuditSink(location: string): AuditSink {
+  if (location.startsWith('file:')) return new LocalAuditLog(fileURLToPath(location));
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) return StoreAuditSink.open(location);
+  return new LocalAuditLog(location);
 }
 
 /**
@@ -57,7 +75,7 @@ export interface AuditSink {
 export class StoreAuditSink implements AuditSink {
   constructor(private readonly store: ObjectStore) {}
 
-  /** An audit sink at a location: `s3://bucket/prefix/` or a directory. */
+  /** An object-per-record audit sink at a store location (`s3://bucket/prefix/` or a directory). */
   static open(location: string): StoreAuditSink {
     return new StoreAuditSink(openStore(location));
   }
@@ -69,6 +87,113 @@ export class StoreAuditSink implements AuditSink {
       ifNoneMatch: '*',
       contentType: 'application/json',
     });
+  }
+}
+
+/** A record waiting in {@link LocalAuditLog} for its write and sync. */
+interface PendingRecord {
+  readonly line: Buffer;
+  readonly day: string;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/**
+ * Audit records in a local directory, as JSON Lines: `<dir>/<yyyy>/<mm>/<dd>/<opened>-<pid>-<rand>.jsonl`,
+ * one file per process and day, created exclusively with mode 0600 and opened append-only, so a
+ * record once written is never rewritten. A record is acknowledged after its bytes are written and
+ * `fdatasync`ed; records arriving while a sync runs are written together and share the next sync
+ * (group commit), so a busy server syncs once per group, not once per search.
+ *
+ * Why not one file per record, as objects are in S3: creating, syncing and renaming a file and then
+ * syncing its folder cost 1.4 ms at the median and 3–5 ms on average beside a search's other reads
+ * (measured on this project's 2-core machine), on the critical path of every answer; an append and
+ * `fdatasync` cost 0.3 ms. After a failed write the file is abandoned (it may end in a partial line)
+ * and the next record starts a new file.
+ */
+export class LocalAuditLog implements AuditSink {
+  private file: { readonly day: string; readonly handle: FileHandle } | undefined;
+  private pending: PendingRecord[] = [];
+  private draining: Promise<void> | undefined;
+  private closed = false;
+
+  /** @param dir the audit directory (created when missing) */
+  constructor(readonly dir: string) {}
+
+  write(record: AuditRecord): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('the audit log is closed'));
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({
+        line: Buffer.from(`${JSON.stringify(record)}\n`, 'utf8'),
+        day: record.time.slice(0, 10),
+        resolve,
+        reject,
+      });
+      this.startDraining();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.draining;
+    await this.closeFile();
+  }
+
+  private startDraining(): void {
+    if (this.draining || this.pending.length === 0) return;
+    // A record can arrive after the drain's last look at the queue but before it settled: look again.
+    this.draining = this.drain().finally(() => {
+      this.draining = undefined;
+      this.startDraining();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.pending.length > 0) {
+      const group = this.pending.splice(0);
+      // A group normally shares one day; at midnight its records go to two files, each synced.
+      for (const day of new Set(group.map((r) => r.day))) {
+        const records = group.filter((r) => r.day === day);
+        try {
+          const handle = await this.fileFor(day);
+          const bytes = Buffer.concat(records.map((r) => r.line));
+          for (let done = 0; done < bytes.length; ) {
+            done += (await handle.write(bytes, done, bytes.length - done)).bytesWritten;
+          }
+          await handle.datasync();
+          for (const r of records) r.resolve();
+        } catch (error) {
+          for (const r of records) r.reject(error);
+          await this.closeFile().catch(() => undefined);
+        }
+      }
+    }
+  }
+
+  private async fileFor(day: string): Promise<FileHandle> {
+    if (this.file?.day === day) return this.file.handle;
+    await this.closeFile();
+    const folder = join(this.dir, ...day.split('-'));
+    await mkdir(folder, { recursive: true, mode: 0o700 });
+    const opened = new Date().toISOString().replace(/[-:.]/g, '');
+    const name = `${opened}-${process.pid}-${randomUUID().slice(0, 8)}.jsonl`;
+    const handle = await open(
+      join(folder, name),
+      constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_EXCL,
+      0o600,
+    );
+    this.file = { day, handle };
+    // The new name must survive a crash too: sync the folder once per file (not every platform can).
+    const dirHandle = await open(folder, 'r').catch(() => undefined);
+    await dirHandle?.sync().catch(() => undefined);
+    await dirHandle?.close();
+    return handle;
+  }
+
+  private async closeFile(): Promise<void> {
+    const file = this.file;
+    this.file = undefined;
+    await file?.handle.close();
   }
 }
 

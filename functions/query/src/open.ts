@@ -13,7 +13,7 @@ import {
   WorkerEncoder,
 } from '@cohort/encoder';
 import { IndexReader, ModelMismatchError, NoteTextStore, type ObjectStore, openStore } from '@cohort/index';
-import { type AuditSink, StoreAuditSink } from './audit.ts';
+import { type AuditSink, openAuditSink } from './audit.ts';
 import { IndexUnavailableError } from './errors.ts';
 import { BatchingEmbedder } from './query-encoder.ts';
 import { type ChunkSearcher, LocalSearcher, ShardedSearcher } from './searcher.ts';
@@ -27,12 +27,14 @@ export type ShardPlan =
   | { readonly kind: 'lambda'; readonly functions: readonly string[]; readonly client?: LambdaClient };
 
 /**
- * Model workers of a local server (`cohort serve`, `cohort start`): two, so that one runs a batch
- * while the other takes the queries that arrived meanwhile (see `BatchingEmbedder`). On 2 cores
- * under 20 clients: 74 searches/s with one worker, 80–100 with two (runs of 20 s),
- * and 1.32× the model in the server thread in the query benchmark (functions/query/README.md).
+ * Model workers of a local server (`cohort serve`, `cohort start`): one, with every core as its
+ * intra-op threads, spinning during runs only. The server thread reads requests, searches and builds
+ * evidence while the worker runs a batch of the queries that arrived meanwhile (see
+ * `BatchingEmbedder`). On 2 cores under 20 clients (20-second runs): 82 searches/s, p99 329 ms,
+ * against 82–84/s, p99 358–384 ms with two workers whose threads never spin (two workers that spin
+ * during runs fight over the cores: 56/s); and a lone query embeds about 2 ms faster.
  */
-export const LOCAL_SERVER_MODEL_WORKERS = 2;
+export const LOCAL_SERVER_MODEL_WORKERS = 1;
 
 /** Options of {@link openQueryService}. */
 export interface OpenQueryServiceOptions {
@@ -44,7 +46,7 @@ export interface OpenQueryServiceOptions {
   readonly store?: ObjectStore;
   /** Options of `openStore` for an `s3://` index, passed to worker shards too (plain data). */
   readonly s3?: Record<string, unknown>;
-  /** Audit records: a sink, or a location (`s3://…` or a directory). */
+  /** Audit records: a sink, or a location (`s3://…`: one object per record; a directory: {@link LocalAuditLog}). */
   readonly audit: AuditSink | string;
   /** Local segment cache directory. */
   readonly cacheDir: string;
@@ -84,9 +86,10 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
   const workers = options.modelWorkers ?? 0;
   const sessionOptions = {
     provider: 'cpu' as const,
-    // Spinning intra-op threads would slow the search and evidence work that follows each query
-    // (measured about 2× on 2 cores; see functions/query/README.md, Speed).
-    spinning: false,
+    // Threads spinning after a run would slow the search and evidence work that follows each query
+    // (about 2× on 2 cores); spinning between a run's operators saves about 2 ms per lone query
+    // (see functions/query/README.md, Speed).
+    spinning: 'during-runs' as const,
     ...(options.threads === undefined ? {} : { threads: options.threads }),
   };
   // A server with several model workers starts one before it answers and the others after its
@@ -137,7 +140,7 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
       addWorkerEncoders(embedder, options.modelDir, workers - 1, sessionOptions, options.logger),
     );
   }
-  const audit = typeof options.audit === 'string' ? StoreAuditSink.open(options.audit) : options.audit;
+  const audit = typeof options.audit === 'string' ? openAuditSink(options.audit) : options.audit;
   return new QueryService({
     embedder,
     searcher,

@@ -337,11 +337,15 @@ export class QueryService {
 
   /**
    * Lets the searches in flight finish (their clients may have gone: a server closing does not
-   * wait for handlers whose socket closed), then releases the model and the searcher.
+   * wait for handlers whose socket closed), then releases the model, the searcher and the audit sink.
    */
   async close(): Promise<void> {
     await Promise.all([...this.running]);
-    await Promise.all([this.options.searcher.close(), this.options.embedder.close()]);
+    await Promise.all([
+      this.options.searcher.close(),
+      this.options.embedder.close(),
+      this.options.audit.close?.(),
+    ]);
   }
 }
 

@@ -5,7 +5,7 @@ import { loadBundleTokenizer, type ModelInfo, readBundleInfo, type Variant } fro
 import { BundleError, SequenceTooLongError } from './errors.ts';
 import { type EncoderLogger, getDefaultLogger } from './logger.ts';
 import { ONNX_IO } from './onnx/bert.ts';
-import { createSession, type Provider, type ResolvedProvider } from './session.ts';
+import { createSession, type Provider, type ResolvedProvider, type Spinning } from './session.ts';
 import type { BertTokenizer, TokenizedText } from './tokenizer.ts';
 
 /** Options of {@link Encoder.load}. */
@@ -19,8 +19,8 @@ export interface EncoderOptions {
   readonly provider?: Provider;
   /** CPU threads. Default: available cores. */
   readonly threads?: number;
-  /** Let idle CPU threads spin after a run (see `SessionOptions.spinning`). Default true. */
-  readonly spinning?: boolean;
+  /** When idle CPU threads spin (see `SessionOptions.spinning`). Default `always`. */
+  readonly spinning?: Spinning;
   /** Logger. Default: Powertools Logger, service `cohort-encoder`. */
   readonly logger?: EncoderLogger;
 }

@@ -1,5 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BundleError, ProviderUnavailableError } from '../../../layers/encoder/src/errors.ts';
 import { buildBertOnnx } from '../../../layers/encoder/src/onnx/bert.ts';
@@ -58,6 +59,23 @@ describe('createSession', () => {
     if (expected === 'cpu')
       expect(logged[0]!['skipped']).toEqual(['cuda: not installed', 'webgpu: not installed']);
     await session.release();
+  });
+
+  it('runs the same in every spinning mode (threads that spin always, during runs only, or never)', async () => {
+    const ids = BigInt64Array.from([2n, 10n, 11n, 12n, 3n]);
+    const feeds = {
+      input_ids: new ort.Tensor('int64', ids, [1, 5]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(5).fill(1n), [1, 5]),
+    };
+    const outputs: Float32Array[] = [];
+    for (const spinning of ['always', 'during-runs', 'off'] as const) {
+      const { session } = await createSession(modelPath, { provider: 'cpu', threads: 2, spinning });
+      for (let run = 0; run < 2; run++) {
+        outputs.push((await session.run(feeds, ['embedding']))['embedding']!.data as Float32Array);
+      }
+      await session.release();
+    }
+    for (const out of outputs) expect(Array.from(out)).toEqual(Array.from(outputs[0]!));
   });
 
   it('reports a model the CPU cannot load as a BundleError naming the file, with the cause', async () => {

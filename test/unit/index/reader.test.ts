@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -328,31 +328,17 @@ describe('IndexReader: model and integrity', () => {
     ).rejects.toBeInstanceOf(ModelMismatchError);
   });
 
-  it('re-downloads a damaged cached copy', async () => {
-    const { store, cacheDir, segmentId } = await fresh();
-    const cached = join(cacheDir, segmentId, 'vectors.f32');
-    const bytes = await readFile(cached);
-    bytes[10] = bytes[10]! ^ 0xff;
-    await writeFile(cached, bytes);
-    const reader = await IndexReader.open(store, { cacheDir });
-    expect((await reader.search(vectors()[5]!, { k: 1 }))[0]!.chunkIndex).toBe(5);
-  });
-
-  it('refuses a segment whose cached and stored copies are both corrupt, naming the segment', async () => {
+  it("opens a directory store's segments where they are, refusing a corrupt one by name", async () => {
     const { dir, store, cacheDir, segmentId } = await fresh();
-    for (const path of [
-      join(cacheDir, segmentId, 'graph.hnsw'),
-      join(dir, segmentKey(segmentId, 'graph.hnsw')),
-    ]) {
-      const bytes = await readFile(path);
-      bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
-      await writeFile(path, bytes);
-    }
+    // Nothing was copied into the cache: the store's own files were checked and loaded.
+    expect(await readdir(cacheDir).catch(() => [])).toEqual([]);
+    const path = join(dir, segmentKey(segmentId, 'graph.hnsw'));
+    const bytes = await readFile(path);
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
+    await writeFile(path, bytes);
     const err = await IndexReader.open(store, { cacheDir }).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(IntegrityError);
     expect(err).toBeInstanceOf(SegmentIntegrityError);
     expect((err as SegmentIntegrityError).segment).toBe(segmentId);
-    expect((err as Error).message).toContain(segmentId);
     expect((err as Error).message).toContain('graph.hnsw');
   });
 
@@ -370,36 +356,77 @@ describe('IndexReader: model and integrity', () => {
 });
 
 describe('IndexReader and IndexWriter over an S3-protocol store', () => {
+  let server: Awaited<ReturnType<typeof startConditionalS3Server>>;
+  let buckets = 0;
+  beforeAll(async () => {
+    server = await startConditionalS3Server();
+  });
+  afterAll(() => server.close());
+
+  const s3Store = () =>
+    new S3Store({
+      bucket: `index-${buckets++}`,
+      endpoint: server.endpoint,
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+      baseDelayMs: 1,
+    });
+
+  /** An S3 index of 100 chunks, opened once (filling the cache). */
+  async function freshS3() {
+    const store = s3Store();
+    const workDir = join(root, `s3-work-${dirs++}`);
+    await mkdir(workDir, { recursive: true });
+    const writer = new IndexWriter(store, { modelFingerprint: model, dims, workDir, efConstruction: 100 });
+    const vs = vectors().slice(0, 100);
+    const input = { vectors: vs, chunks: chunksOf().slice(0, 100) };
+    const added = await writer.addSegment(input, { changeId: 'job-1' });
+    const cacheDir = join(root, `s3-cache-${dirs++}`);
+    const reader = await IndexReader.open(store, { cacheDir, modelFingerprint: model });
+    return { store, writer, reader, vs, input, cacheDir, segmentId: added.descriptor!.id };
+  }
+
   it('round-trips, reuses a stored segment, and deletes', async () => {
-    const server = await startConditionalS3Server();
-    try {
-      const store = new S3Store({
-        bucket: 'index',
-        endpoint: server.endpoint,
-        forcePathStyle: true,
-        credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
-        baseDelayMs: 1,
-      });
-      const workDir = join(root, `s3-work-${dirs++}`);
-      await mkdir(workDir, { recursive: true });
-      const writer = new IndexWriter(store, { modelFingerprint: model, dims, workDir, efConstruction: 100 });
-      const vs = vectors().slice(0, 100);
-      const input = { vectors: vs, chunks: chunksOf().slice(0, 100) };
-      const a = await writer.addSegment(input, { changeId: 'job-1' });
-      const b = await writer.addSegment(input, { changeId: 'job-2' }); // same content: files already there
-      expect(b.descriptor!.id).toBe(a.descriptor!.id);
-      await writer.deleteNotes(['n3'], 'delete-1');
-      const reader = await IndexReader.open(store, {
-        cacheDir: join(root, `s3-cache-${dirs++}`),
-        modelFingerprint: model,
-      });
-      for (const i of [0, 42, 99]) expect((await reader.search(vs[i]!, { k: 1 }))[0]!.chunkIndex).toBe(i);
-      const hits = await reader.search(vs[15]!, { k: 10 });
-      expect(hits).toHaveLength(10);
-      expect(hits.some((h) => h.chunk.noteId === 'n3')).toBe(false);
-      expect(reader.stats()).toMatchObject({ manifestVersion: 3, segments: 1, chunks: 95, tombstones: 1 });
-    } finally {
-      await server.close();
-    }
+    const { store, writer, vs, input, segmentId } = await freshS3();
+    const b = await writer.addSegment(input, { changeId: 'job-2' }); // same content: files already there
+    expect(b.descriptor!.id).toBe(segmentId);
+    await writer.deleteNotes(['n3'], 'delete-1');
+    const reader = await IndexReader.open(store, {
+      cacheDir: join(root, `s3-cache-${dirs++}`),
+      modelFingerprint: model,
+    });
+    for (const i of [0, 42, 99]) expect((await reader.search(vs[i]!, { k: 1 }))[0]!.chunkIndex).toBe(i);
+    const hits = await reader.search(vs[15]!, { k: 10 });
+    expect(hits).toHaveLength(10);
+    expect(hits.some((h) => h.chunk.noteId === 'n3')).toBe(false);
+    expect(reader.stats()).toMatchObject({ manifestVersion: 3, segments: 1, chunks: 95, tombstones: 1 });
+  });
+
+  it('re-downloads a damaged cached copy', async () => {
+    const { store, cacheDir, segmentId, vs } = await freshS3();
+    const cached = join(cacheDir, segmentId, 'vectors.f32');
+    const bytes = await readFile(cached);
+    bytes[10] = bytes[10]! ^ 0xff;
+    await writeFile(cached, bytes);
+    const reader = await IndexReader.open(store, { cacheDir });
+    expect((await reader.search(vs[5]!, { k: 1 }))[0]!.chunkIndex).toBe(5);
+    expect((await readFile(cached))[10]).toBe(bytes[10]! ^ 0xff);
+  });
+
+  it('refuses a segment whose cached and stored copies are both corrupt, naming the segment', async () => {
+    const { store, cacheDir, segmentId } = await freshS3();
+    const cached = join(cacheDir, segmentId, 'graph.hnsw');
+    const bytes = await readFile(cached);
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
+    await writeFile(cached, bytes);
+    await store.put(segmentKey(segmentId, 'graph.hnsw'), bytes);
+    const err = await IndexReader.open(store, { cacheDir }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IntegrityError);
+    expect(err).toBeInstanceOf(SegmentIntegrityError);
+    expect((err as SegmentIntegrityError).segment).toBe(segmentId);
+    expect((err as Error).message).toContain(segmentId);
+    expect((err as Error).message).toContain('graph.hnsw');
+    // No bad copy is left in the cache.
+    expect(await readdir(cacheDir)).toEqual([]);
   });
 });

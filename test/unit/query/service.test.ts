@@ -259,13 +259,12 @@ describe('exports', () => {
 
 describe('audit', () => {
   it('writes one record per search: who, when, the query hash (not the text), filters and counts', async () => {
-    const before = new Set(await listAudit());
+    const before = (await auditLines()).length;
     await cohort({ query: TEST_QUERY, k: 2, filters: { noteTypes: ['discharge'] } });
-    const added = (await listAudit()).filter((f) => !before.has(f));
+    const added = (await auditLines()).slice(before);
     expect(added).toHaveLength(1);
-    const text = await readFile(join(auditDir, added[0]!), 'utf8');
-    expect(text).not.toContain('atrial');
-    const record = JSON.parse(text);
+    expect(added[0]).not.toContain('atrial');
+    const record = JSON.parse(added[0]!);
     expect(record).toMatchObject({
       format: 'cohort-audit/1',
       who: identity.id,
@@ -299,16 +298,19 @@ describe('index changes', () => {
   });
 });
 
-async function listAudit(): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (dir: string, rel: string) => {
+/** Every audit record line written so far, file by file in name order. */
+async function auditLines(): Promise<string[]> {
+  const files: string[] = [];
+  const walk = async (dir: string) => {
     for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      if (e.isDirectory()) await walk(join(dir, e.name), `${rel}${e.name}/`);
-      else if (e.name.endsWith('.json')) out.push(`${rel}${e.name}`);
+      if (e.isDirectory()) await walk(join(dir, e.name));
+      else if (e.name.endsWith('.jsonl')) files.push(join(dir, e.name));
     }
   };
-  await walk(auditDir, '');
-  return out;
+  await walk(auditDir);
+  const lines: string[] = [];
+  for (const f of files.sort()) lines.push(...(await readFile(f, 'utf8')).split('\n').filter(Boolean));
+  return lines;
 }
 
 describe('model workers', () => {
