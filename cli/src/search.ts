@@ -26,7 +26,8 @@ export function defaultAuditDir(): string {
 
 /**
  * Resolves the model (warning when it is the fixture) and opens the query service over `--data`,
- * with the segment cache of that location and `--audit` (default {@link defaultAuditDir}).
+ * with the segment cache of that location (used for `s3://` indexes) and `--audit` (default
+ * {@link defaultAuditDir}).
  */
 async function openLocalService(
   opts: { data: string; model?: string; audit?: string },

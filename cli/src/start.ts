@@ -7,8 +7,8 @@
  *
  * ```text
  * <data>/index   the index (segments, manifests, note texts, job specs): `--data` of the other commands
- * <data>/audit   one audit record per search (append-only)
- * <data>/cache   verified copies of the segments the server loads
+ * <data>/audit   the audit log: one JSON line per search (append-only files, one per process and day)
+ * <data>/cache   segment cache (used for s3:// indexes only: the local index is read in place)
  * <data>/work    scratch space of ingestion
  * ```
  */

@@ -27,7 +27,10 @@ export interface QueryServiceOptions {
   readonly searcher: ChunkSearcher;
   /** Where snippets come from (`NoteTextStore`). Default none: every snippet is null. */
   readonly texts?: NoteTexts;
-  /** Where audit records go. Required: a search that cannot be audited is refused (503). */
+  /**
+   * Where audit records go. Required: a search that cannot be audited is refused (503). The service
+   * owns it, as it owns the embedder and the searcher: {@link QueryService.close} closes it.
+   */
   readonly audit: AuditSink;
   /** Least time between two manifest checks, in ms. Default 5000. */
   readonly refreshIntervalMs?: number;

@@ -50,6 +50,8 @@ const MANIFEST_KEY = /(^|\/)manifests\/\d{10}\.json$/;
  */
 export class ShardStore implements ObjectStore {
   readonly location: string;
+  /** The inner store's, when it has local files: the view filters manifests only, not segment files. */
+  readonly pathOf?: (key: string) => string;
 
   constructor(
     private readonly inner: ObjectStore,
@@ -61,6 +63,8 @@ export class ShardStore implements ObjectStore {
       throw new RangeError(`shard index must be in [0, ${count}), got ${shard}`);
     }
     this.location = `${inner.location} (shard ${shard + 1} of ${count})`;
+    const innerPath = inner.pathOf;
+    if (innerPath) this.pathOf = (key) => innerPath.call(inner, key);
   }
 
   async get(key: string, options?: GetOptions): Promise<Uint8Array> {

@@ -96,7 +96,13 @@ export async function createSession(
   const threads = options.threads ?? availableParallelism();
   const candidates: ResolvedProvider[] = asked === 'auto' ? ['cuda', 'webgpu', 'cpu'] : [asked];
   const skipped: string[] = [];
-  const spinningConfig = SPINNING_CONFIG[options.spinning ?? 'always'];
+  const spinning = options.spinning ?? 'always';
+  if (!Object.hasOwn(SPINNING_CONFIG, spinning)) {
+    throw new RangeError(
+      `spinning must be 'always', 'during-runs' or 'off', got ${JSON.stringify(spinning)}`,
+    );
+  }
+  const spinningConfig = SPINNING_CONFIG[spinning];
   for (const provider of candidates) {
     if (provider !== 'cpu' && !providerInstalled(provider)) {
       if (asked !== 'auto') throw new ProviderUnavailableError(missingMessage(provider));

@@ -1,8 +1,8 @@
 /**
- * Reading the index: load the newest manifest, download and verify its segments into a local
- * cache directory, keep them open in memory, and search them all at once with tombstones and
- * metadata filters applied inside hnswlib's search (filter callback), so a filtered search still
- * returns k hits whenever k live, matching chunks exist.
+ * Reading the index: load the newest manifest, verify its segments (a directory store's in place,
+ * a remote store's downloaded into a local cache directory), keep them open in memory, and search
+ * them all at once with tombstones and metadata filters applied inside hnswlib's search (filter
+ * callback), so a filtered search still returns k hits whenever k live, matching chunks exist.
  */
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -12,7 +12,6 @@ import { SegmentIntegrityError } from './segment/errors.ts';
 import { sha256 } from './segment/hash.ts';
 import { type OpenSegment, openSegment } from './segment/load.ts';
 import { type AssertionKind, type ChunkMeta, SEGMENT_FILES } from './segment/types.ts';
-import { LocalDirectoryStore } from './store/local.ts';
 import type { ObjectStore } from './store/types.ts';
 import { segmentKey } from './writer.ts';
 
@@ -289,7 +288,8 @@ export class IndexReader {
   }
 
   /**
-   * Loads the newest manifest and opens every segment it lists (downloading and verifying each).
+   * Loads the newest manifest and opens every segment it lists (verifying each; downloading it first
+   * from a remote store).
    * @throws ModelMismatchError when `options.modelFingerprint` differs from the index's model
    * @throws SegmentIntegrityError naming the segment and file when a segment fails its checks
    */
@@ -346,17 +346,17 @@ export class IndexReader {
   }
 
   /**
-   * Opens one segment. A directory store's segment files are already local (and, being
-   * content-addressed, never change), so they are checked and loaded where they are: copying them
-   * into the cache first cost about a second of a 100,000-chunk index's cold start. From any other
+   * Opens one segment. A directory store's segment files are already local (`ObjectStore.pathOf`)
+   * and, being content-addressed, never change, so they are checked and loaded where they are:
+   * copying them into the cache first cost about a second of a 100,000-chunk index's cold start.
+   * From any other
    * store: from the cache when its copy passes every check, else downloaded afresh (`segment.json`
    * first, checked against the manifest, then the data files) and checked again.
    */
   private async load(entry: ManifestSegment, manifest: Manifest): Promise<Loaded> {
-    const inPlace =
-      this.store instanceof LocalDirectoryStore
-        ? dirname(this.store.pathOf(segmentKey(entry.id, SEGMENT_FILES.descriptor)))
-        : undefined;
+    const inPlace = this.store.pathOf
+      ? dirname(this.store.pathOf(segmentKey(entry.id, SEGMENT_FILES.descriptor)))
+      : undefined;
     const dir = inPlace ?? join(this.options.cacheDir, entry.id);
     const expected = {
       id: entry.id,

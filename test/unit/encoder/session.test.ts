@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BundleError, ProviderUnavailableError } from '../../../layers/encoder/src/errors.ts';
 import { buildBertOnnx } from '../../../layers/encoder/src/onnx/bert.ts';
 import {
@@ -76,6 +76,28 @@ describe('createSession', () => {
       await session.release();
     }
     for (const out of outputs) expect(Array.from(out)).toEqual(Array.from(outputs[0]!));
+  });
+
+  it('passes each spinning mode to ONNX Runtime as its session config, and refuses an unknown one', async () => {
+    const create = vi.spyOn(ort.InferenceSession, 'create');
+    try {
+      for (const spinning of ['always', 'during-runs', 'off'] as const) {
+        const { session } = await createSession(modelPath, { provider: 'cpu', threads: 1, spinning });
+        await session.release();
+      }
+      const extras = create.mock.calls.map((call) => (call[1] as { extra?: unknown }).extra);
+      expect(extras).toEqual([
+        undefined,
+        { session: { force_spinning_stop: '1', intra_op: { allow_spinning: '1' } } },
+        { session: { intra_op: { allow_spinning: '0' } } },
+      ]);
+    } finally {
+      create.mockRestore();
+    }
+    // The boolean of earlier versions must not silently mean "always".
+    await expect(
+      createSession(modelPath, { provider: 'cpu', spinning: false as unknown as 'off' }),
+    ).rejects.toThrow(RangeError);
   });
 
   it('reports a model the CPU cannot load as a BundleError naming the file, with the cause', async () => {

@@ -1,7 +1,7 @@
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { type FileHandle, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type AuditRecord,
   LocalAuditLog,
@@ -52,6 +52,13 @@ async function logFiles(dir: string): Promise<string[]> {
   return out.sort();
 }
 
+/** The prototype of node's FileHandle (the class itself is not exported), to spy on its methods. */
+async function fileHandlePrototype(): Promise<FileHandle> {
+  const handle = await open(join(root, 'probe'), 'w');
+  await handle.close();
+  return Object.getPrototypeOf(handle) as FileHandle;
+}
+
 async function recordsIn(dir: string, file: string): Promise<AuditRecord[]> {
   const text = await readFile(join(dir, file), 'utf8');
   expect(text.endsWith('\n')).toBe(true);
@@ -65,9 +72,15 @@ describe('LocalAuditLog', () => {
   it('appends records as JSON lines to one owner-only file per day, in the order written', async () => {
     const dir = join(root, 'order');
     const log = new LocalAuditLog(dir);
-    // Concurrent writes: those arriving during a sync share the next one, and none is lost.
-    await Promise.all(Array.from({ length: 40 }, (_, i) => log.write(record(`r${i}`))));
-    await log.write(record('last'));
+    const sync = vi.spyOn(await fileHandlePrototype(), 'datasync');
+    try {
+      // Concurrent writes: those arriving during a sync share the next one, and none is lost.
+      await Promise.all(Array.from({ length: 40 }, (_, i) => log.write(record(`r${i}`))));
+      expect(sync.mock.calls.length).toBeLessThanOrEqual(2);
+      await log.write(record('last'));
+    } finally {
+      sync.mockRestore();
+    }
     await log.close();
     const files = await logFiles(dir);
     expect(files).toHaveLength(1);
@@ -79,16 +92,21 @@ describe('LocalAuditLog', () => {
     expect((await stat(join(dir, files[0]!))).mode & 0o777).toBe(0o600);
   });
 
-  it('starts a new file in the next day folder when the day changes', async () => {
+  it('writes each day to its own folder, keeping one file per day across midnight', async () => {
     const dir = join(root, 'days');
     const log = new LocalAuditLog(dir);
-    await log.write(record('before', '2026-11-26T23:59:59.999Z'));
-    await log.write(record('after', '2026-11-27T00:00:00.000Z'));
+    // Answers finishing around midnight arrive out of order.
+    await log.write(record('before', '2026-11-26T23:59:59.990Z'));
+    await log.write(record('after', '2026-11-27T00:00:00.001Z'));
+    await log.write(record('late', '2026-11-26T23:59:59.999Z'));
+    await log.write(record('next', '2026-11-27T00:00:00.002Z'));
+    await log.write(record('two days on', '2026-11-28T00:00:00.000Z'));
     await log.close();
     const files = await logFiles(dir);
-    expect(files.map((f) => f.slice(0, 10))).toEqual(['2026/11/26', '2026/11/27']);
-    expect((await recordsIn(dir, files[0]!)).map((r) => r.id)).toEqual(['before']);
-    expect((await recordsIn(dir, files[1]!)).map((r) => r.id)).toEqual(['after']);
+    expect(files.map((f) => f.slice(0, 10))).toEqual(['2026/11/26', '2026/11/27', '2026/11/28']);
+    expect((await recordsIn(dir, files[0]!)).map((r) => r.id)).toEqual(['before', 'late']);
+    expect((await recordsIn(dir, files[1]!)).map((r) => r.id)).toEqual(['after', 'next']);
+    expect((await recordsIn(dir, files[2]!)).map((r) => r.id)).toEqual(['two days on']);
   });
 
   it('keeps each process instance in its own file and never rewrites an earlier one', async () => {
@@ -106,11 +124,30 @@ describe('LocalAuditLog', () => {
     expect(await readFile(join(dir, file!), 'utf8')).toBe(before);
   });
 
-  it('rejects a record it cannot write, and writes the next one to a fresh file once it can', async () => {
+  it('abandons a file whose write or sync failed: the day goes on in a fresh file', async () => {
     const dir = join(root, 'failing');
     const log = new LocalAuditLog(dir);
     await log.write(record('ok'));
-    // A file where the next day's folder should be: that day cannot be written.
+    const sync = vi.spyOn(await fileHandlePrototype(), 'datasync').mockRejectedValueOnce(new Error('EIO'));
+    try {
+      await expect(log.write(record('lost'))).rejects.toThrow('EIO');
+      await log.write(record('next'));
+    } finally {
+      sync.mockRestore();
+    }
+    await log.close();
+    const files = await logFiles(dir);
+    expect(files).toHaveLength(2);
+    // The failed record may stand unsynced in the abandoned file; nothing is written after it there.
+    expect((await recordsIn(dir, files[0]!)).map((r) => r.id)).toEqual(['ok', 'lost']);
+    expect((await recordsIn(dir, files[1]!)).map((r) => r.id)).toEqual(['next']);
+  });
+
+  it('rejects a record whose folder cannot be made, and writes once it can', async () => {
+    const dir = join(root, 'blocked');
+    const log = new LocalAuditLog(dir);
+    await log.write(record('ok'));
+    // A file where the next day's folder should be.
     await writeFile(join(dir, '2026', '11', '27'), 'in the way');
     await expect(log.write(record('blocked', '2026-11-27T08:00:00.000Z'))).rejects.toThrow();
     await rm(join(dir, '2026', '11', '27'));
@@ -121,10 +158,16 @@ describe('LocalAuditLog', () => {
     expect((await recordsIn(dir, files[1]!)).map((r) => r.id)).toEqual(['retried']);
   });
 
-  it('refuses records once closed', async () => {
-    const log = new LocalAuditLog(join(root, 'closed'));
+  it('writes every record it accepted before closing, then refuses new ones', async () => {
+    const dir = join(root, 'closing');
+    const log = new LocalAuditLog(dir);
+    await log.write(record('a'));
+    const written = [log.write(record('b')), log.write(record('c'))];
     await log.close();
+    await Promise.all(written);
     await expect(log.write(record('late'))).rejects.toThrow('closed');
+    const files = await logFiles(dir);
+    expect((await recordsIn(dir, files[0]!)).map((r) => r.id)).toEqual(['a', 'b', 'c']);
   });
 });
 

@@ -1,3 +1,4 @@
+import { readdir } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -68,6 +69,14 @@ async function open(
   };
 }
 
+/** The files in the segment cache of the service opened under `name`. */
+async function cachedFiles(name: string): Promise<string[]> {
+  const entries = await readdir(join(root, `cache-${name}`), { recursive: true, withFileTypes: true }).catch(
+    () => [],
+  );
+  return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+}
+
 const ranking = (r: SearchResponse) =>
   r.cohort.map((m) => [m.patientId, m.score, m.evidence.map((e) => e.noteId)]);
 
@@ -126,6 +135,8 @@ describe('fan-out over worker shards', () => {
     expect(ranking(a)).toEqual(ranking(await single(exhaustive)));
     expect(a.totalPatients).toBeGreaterThan(8);
     expect(a.index.chunks).toBe(72);
+    // The shards read the directory index's segment files in place: nothing is copied.
+    expect(await cachedFiles('workers')).toEqual([]);
   });
 
   it('reports the shards and their segments in health', async () => {
@@ -162,6 +173,9 @@ describe('an index on an S3-protocol server', () => {
     const expected = ranking(await local(body));
     expect(ranking(await onS3(body))).toEqual(expected);
     expect(ranking(await onS3Sharded(body))).toEqual(expected);
+    expect(await cachedFiles('dir')).toEqual([]);
+    // From S3 the segments are downloaded into each shard's cache.
+    expect((await cachedFiles('s3-workers')).filter((f) => f.endsWith('graph.hnsw'))).toHaveLength(4);
     // Snippets come from the note texts stored on S3.
     expect((await onS3(body)).cohort[0]!.evidence[0]!.snippet).toContain('New-onset atrial fibrillation');
   });

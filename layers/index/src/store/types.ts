@@ -71,6 +71,13 @@ export interface ObjectStore {
   readonly location: string;
 
   /**
+   * The local file that holds `key` (it may not exist), for stores whose objects are plain local
+   * files (the directory store); absent for remote stores. Readers open such files in place
+   * instead of copying them.
+   */
+  readonly pathOf?: (key: string) => string;
+
+  /**
    * Reads an object, or a byte range of it, into memory.
    * @throws ObjectNotFoundError when the key does not exist
    */
