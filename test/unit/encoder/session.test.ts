@@ -6,6 +6,7 @@ import { BundleError, ProviderUnavailableError } from '../../../layers/encoder/s
 import { buildBertOnnx } from '../../../layers/encoder/src/onnx/bert.ts';
 import {
   createSession,
+  graphOptimizationLevel,
   providerInstalled,
   type ResolvedProvider,
 } from '../../../layers/encoder/src/session.ts';
@@ -78,6 +79,12 @@ describe('createSession', () => {
     for (const out of outputs) expect(Array.from(out)).toEqual(Array.from(outputs[0]!));
   });
 
+  it('optimizes graphs at the basic level on the CPU and fully on a GPU', () => {
+    expect(graphOptimizationLevel('cpu')).toBe('basic');
+    expect(graphOptimizationLevel('cuda')).toBe('all');
+    expect(graphOptimizationLevel('webgpu')).toBe('all');
+  });
+
   it('passes each spinning mode to ONNX Runtime as its session config, and refuses an unknown one', async () => {
     const create = vi.spyOn(ort.InferenceSession, 'create');
     try {
@@ -85,7 +92,11 @@ describe('createSession', () => {
         const { session } = await createSession(modelPath, { provider: 'cpu', threads: 1, spinning });
         await session.release();
       }
-      const extras = create.mock.calls.map((call) => (call[1] as { extra?: unknown }).extra);
+      const options = create.mock.calls.map((call) => call[1] as ort.InferenceSession.SessionOptions);
+      // Basic graph optimization on the CPU: the graphs come fused, and the extended level's
+      // SkipLayerNormalization runs slower there than the Add + LayerNormalization it replaces.
+      for (const o of options) expect(o.graphOptimizationLevel).toBe('basic');
+      const extras = options.map((o) => o.extra);
       expect(extras).toEqual([
         undefined,
         { session: { force_spinning_stop: '1', intra_op: { allow_spinning: '1' } } },
