@@ -19,7 +19,7 @@ export interface EncoderOptions {
   readonly provider?: Provider;
   /** CPU threads. Default: available cores. */
   readonly threads?: number;
-  /** When idle CPU threads spin (see `SessionOptions.spinning`). Default `always`. */
+  /** When idle CPU threads spin (see `SessionOptions.spinning`). Default `during-runs`. */
   readonly spinning?: Spinning;
   /** Logger. Default: Powertools Logger, service `cohort-encoder`. */
   readonly logger?: EncoderLogger;

@@ -85,11 +85,15 @@ describe('createSession', () => {
     expect(graphOptimizationLevel('webgpu')).toBe('all');
   });
 
-  it('passes each spinning mode to ONNX Runtime as its session config, and refuses an unknown one', async () => {
+  it('passes each spinning mode to ONNX Runtime as its session config (default: during runs), and refuses an unknown one', async () => {
     const create = vi.spyOn(ort.InferenceSession, 'create');
     try {
-      for (const spinning of ['always', 'during-runs', 'off'] as const) {
-        const { session } = await createSession(modelPath, { provider: 'cpu', threads: 1, spinning });
+      for (const spinning of ['always', 'during-runs', 'off', undefined] as const) {
+        const { session } = await createSession(modelPath, {
+          provider: 'cpu',
+          threads: 1,
+          ...(spinning ? { spinning } : {}),
+        });
         await session.release();
       }
       const options = create.mock.calls.map((call) => call[1] as ort.InferenceSession.SessionOptions);
@@ -101,6 +105,7 @@ describe('createSession', () => {
         undefined,
         { session: { force_spinning_stop: '1', intra_op: { allow_spinning: '1' } } },
         { session: { intra_op: { allow_spinning: '0' } } },
+        { session: { force_spinning_stop: '1', intra_op: { allow_spinning: '1' } } },
       ]);
     } finally {
       create.mockRestore();
