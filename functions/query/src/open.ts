@@ -46,7 +46,7 @@ export interface OpenQueryServiceOptions {
   readonly store?: ObjectStore;
   /** Options of `openStore` for an `s3://` index, passed to worker shards too (plain data). */
   readonly s3?: Record<string, unknown>;
-  /** Audit records: a sink, or a location (`s3://…`: one object per record; a directory: {@link LocalAuditLog}). */
+  /** Audit records: a sink, or a location (`s3://…`: one object per record; a directory: a `LocalAuditLog`). */
   readonly audit: AuditSink | string;
   /** Local segment cache directory. */
   readonly cacheDir: string;
