@@ -12,7 +12,7 @@ import { constants } from 'node:fs';
 import { type FileHandle, mkdir, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type ObjectStore, openStore } from '@cohort/index';
+import { type ObjectStore, openStore, syncFolder } from '@cohort/index';
 import type { SearchFilters } from './schemas.ts';
 
 /** One audit record. */
@@ -216,27 +216,6 @@ export class LocalAuditLog implements AuditSink {
 
 /** Days whose audit files {@link LocalAuditLog} keeps open. */
 const OPEN_DAYS = 2;
-
-/** Errors of opening or syncing a folder that mean the platform cannot, not that the disk failed. */
-const FOLDER_SYNC_UNSUPPORTED = new Set(['EISDIR', 'EPERM', 'EINVAL', 'ENOTSUP', 'EACCES']);
-
-/** fsyncs a folder, so that names created in it are durable; skipped where the platform cannot. */
-async function syncFolder(folder: string): Promise<void> {
-  let handle: FileHandle;
-  try {
-    handle = await open(folder, 'r');
-  } catch (error) {
-    if (FOLDER_SYNC_UNSUPPORTED.has((error as NodeJS.ErrnoException).code ?? '')) return;
-    throw error;
-  }
-  try {
-    await handle.sync();
-  } catch (error) {
-    if (!FOLDER_SYNC_UNSUPPORTED.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
-  } finally {
-    await handle.close();
-  }
-}
 
 /** Builds a record's id. */
 export function newAuditId(): string {

@@ -8,7 +8,7 @@ import { LocalDirectoryStore, type LocalDirectoryStoreOptions } from './local.ts
 import { S3Store, type S3StoreOptions } from './s3.ts';
 import type { ObjectStore } from './types.ts';
 
-export { LocalDirectoryStore, type LocalDirectoryStoreOptions } from './local.ts';
+export { LocalDirectoryStore, type LocalDirectoryStoreOptions, syncFolder } from './local.ts';
 export { isRetryable, S3Store, type S3StoreOptions } from './s3.ts';
 export type {
   GetOptions,

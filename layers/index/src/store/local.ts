@@ -289,7 +289,7 @@ export class LocalDirectoryStore implements ObjectStore {
         await rename(tmp, final);
       });
     }
-    if (this.fsync) await syncDir(dirname(final));
+    if (this.fsync) await syncFolder(dirname(final));
   }
 
   private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
@@ -366,16 +366,26 @@ async function hashHandle(fh: FileHandle): Promise<string> {
   return hash.digest('hex');
 }
 
-async function syncDir(dir: string): Promise<void> {
-  // Makes the new name durable; some platforms cannot open a folder for fsync, which is fine.
+/** Errors of opening or syncing a folder that mean the platform cannot, not that the disk failed. */
+const FOLDER_SYNC_UNSUPPORTED = new Set(['EISDIR', 'EPERM', 'EINVAL', 'ENOTSUP', 'EACCES']);
+
+/**
+ * fsyncs a folder, so that the names just created in it survive a crash. Skipped where the
+ * platform cannot open or sync a folder (Windows, some file systems); any other error (EIO) throws.
+ */
+export async function syncFolder(folder: string): Promise<void> {
+  let handle: FileHandle;
   try {
-    const fh = await open(dir, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    // best effort
+    handle = await open(folder, 'r');
+  } catch (error) {
+    if (FOLDER_SYNC_UNSUPPORTED.has((error as NodeJS.ErrnoException).code ?? '')) return;
+    throw error;
+  }
+  try {
+    await handle.sync();
+  } catch (error) {
+    if (!FOLDER_SYNC_UNSUPPORTED.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
+  } finally {
+    await handle.close();
   }
 }
