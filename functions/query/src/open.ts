@@ -85,11 +85,10 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
   const plan = options.shards ?? { kind: 'none' };
   const workers = options.modelWorkers ?? 0;
   const sessionOptions = {
+    // The encoder's default spinning (during runs only) is what a query wants: threads spinning
+    // after a run would slow the search that follows (about 2× on 2 cores), threads that never spin
+    // cost a lone query about 2 ms (see functions/query/README.md, Speed).
     provider: 'cpu' as const,
-    // Threads spinning after a run would slow the search and evidence work that follows each query
-    // (about 2× on 2 cores); spinning between a run's operators saves about 2 ms per lone query
-    // (see functions/query/README.md, Speed).
-    spinning: 'during-runs' as const,
     ...(options.threads === undefined ? {} : { threads: options.threads }),
   };
   // A server with several model workers starts one before it answers and the others after its

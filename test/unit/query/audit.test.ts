@@ -59,13 +59,14 @@ async function fileHandlePrototype(): Promise<FileHandle> {
   return Object.getPrototypeOf(handle) as FileHandle;
 }
 
-async function recordsIn(dir: string, file: string): Promise<AuditRecord[]> {
+/** The ids of the records in one log file (whole JSON lines, each ending in a newline), in order. */
+async function idsIn(dir: string, file: string): Promise<string[]> {
   const text = await readFile(join(dir, file), 'utf8');
   expect(text.endsWith('\n')).toBe(true);
   return text
     .trimEnd()
     .split('\n')
-    .map((line) => JSON.parse(line) as AuditRecord);
+    .map((line) => (JSON.parse(line) as AuditRecord).id);
 }
 
 describe('LocalAuditLog', () => {
@@ -85,10 +86,7 @@ describe('LocalAuditLog', () => {
     const files = await logFiles(dir);
     expect(files).toHaveLength(1);
     expect(files[0]).toMatch(/^2026\/11\/26\/\d{8}T\d{9}Z-\d+-[0-9a-f]{8}\.jsonl$/);
-    expect((await recordsIn(dir, files[0]!)).map((r) => r.id)).toEqual([
-      ...Array.from({ length: 40 }, (_, i) => `r${i}`),
-      'last',
-    ]);
+    expect(await idsIn(dir, files[0]!)).toEqual([...Array.from({ length: 40 }, (_, i) => `r${i}`), 'last']);
     expect((await stat(join(dir, files[0]!))).mode & 0o777).toBe(0o600);
   });
 
@@ -104,9 +102,9 @@ describe('LocalAuditLog', () => {
     await log.close();
     const files = await logFiles(dir);
     expect(files.map((f) => f.slice(0, 10))).toEqual(['2026/11/26', '2026/11/27', '2026/11/28']);
-    expect((await recordsIn(dir, files[0]!)).map((r) => r.id)).toEqual(['before', 'late']);
-    expect((await recordsIn(dir, files[1]!)).map((r) => r.id)).toEqual(['after', 'next']);
-    expect((await recordsIn(dir, files[2]!)).map((r) => r.id)).toEqual(['two days on']);
+    expect(await idsIn(dir, files[0]!)).toEqual(['before', 'late']);
+    expect(await idsIn(dir, files[1]!)).toEqual(['after', 'next']);
+    expect(await idsIn(dir, files[2]!)).toEqual(['two days on']);
   });
 
   it('keeps each process instance in its own file and never rewrites an earlier one', async () => {
@@ -139,8 +137,8 @@ describe('LocalAuditLog', () => {
     const files = await logFiles(dir);
     expect(files).toHaveLength(2);
     // The failed record may stand unsynced in the abandoned file; nothing is written after it there.
-    expect((await recordsIn(dir, files[0]!)).map((r) => r.id)).toEqual(['ok', 'lost']);
-    expect((await recordsIn(dir, files[1]!)).map((r) => r.id)).toEqual(['next']);
+    expect(await idsIn(dir, files[0]!)).toEqual(['ok', 'lost']);
+    expect(await idsIn(dir, files[1]!)).toEqual(['next']);
   });
 
   it('rejects a record whose folder cannot be made, and writes once it can', async () => {
@@ -155,7 +153,7 @@ describe('LocalAuditLog', () => {
     await log.close();
     const files = await logFiles(dir);
     expect(files).toHaveLength(2);
-    expect((await recordsIn(dir, files[1]!)).map((r) => r.id)).toEqual(['retried']);
+    expect(await idsIn(dir, files[1]!)).toEqual(['retried']);
   });
 
   it('writes every record it accepted before closing, then refuses new ones', async () => {
@@ -167,7 +165,7 @@ describe('LocalAuditLog', () => {
     await Promise.all(written);
     await expect(log.write(record('late'))).rejects.toThrow('closed');
     const files = await logFiles(dir);
-    expect((await recordsIn(dir, files[0]!)).map((r) => r.id)).toEqual(['a', 'b', 'c']);
+    expect(await idsIn(dir, files[0]!)).toEqual(['a', 'b', 'c']);
   });
 });
 
