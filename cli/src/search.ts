@@ -173,11 +173,15 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
     .option('--audit <dir-or-s3-uri>', 'where audit records go (default: <cache>/audit)')
     .option(
       '--model-workers <n>',
-      'worker threads running the query model (0: in the server thread)',
-      parseNonNegativeInt,
+      'worker threads running the query model (0: in the server thread; auto: one on every core for lone queries, narrower ones for load)',
+      (value: string) => (value === 'auto' ? 'auto' : parseNonNegativeInt(value)),
       LOCAL_SERVER_MODEL_WORKERS,
     )
-    .option('--model-threads <n>', 'CPU threads of each model session (default: all cores)', parsePositiveInt)
+    .option(
+      '--model-threads <n>',
+      'CPU threads of each model session, with a number of --model-workers (default: all cores)',
+      parsePositiveInt,
+    )
     .option(
       '--model-batch <n>',
       'most queries embedded together under load (default 32; 1: every query alone, identical vectors every time)',
@@ -192,7 +196,7 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
         token?: string;
         shards?: number;
         audit?: string;
-        modelWorkers: number;
+        modelWorkers: number | 'auto';
         modelThreads?: number;
         modelBatch?: number;
       }) => {

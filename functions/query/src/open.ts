@@ -4,6 +4,7 @@
  * Used by the Lambda handler (from the environment), `cohort search` and `cohort serve`.
  */
 
+import { availableParallelism } from 'node:os';
 import { LambdaClient } from '@aws-sdk/client-lambda';
 import {
   Encoder,
@@ -27,14 +28,27 @@ export type ShardPlan =
   | { readonly kind: 'lambda'; readonly functions: readonly string[]; readonly client?: LambdaClient };
 
 /**
- * Model workers of a local server (`cohort serve`, `cohort start`): one, with every core as its
- * intra-op threads, spinning during runs only. The server thread reads requests, searches and builds
- * evidence while the worker runs a batch of the queries that arrived meanwhile (see
- * `BatchingEmbedder`). On 2 cores under 20 clients (20-second runs): 82 searches/s, p99 329 ms,
- * against 82–84/s, p99 358–384 ms with two workers whose threads never spin (two workers that spin
- * during runs fight over the cores: 56/s); and a lone query embeds about 2 ms faster.
+ * Model workers of a local server (`cohort serve`, `cohort start`): `auto`, see
+ * {@link modelWorkerThreads}.
  */
-export const LOCAL_SERVER_MODEL_WORKERS = 1;
+export const LOCAL_SERVER_MODEL_WORKERS = 'auto';
+
+/**
+ * The intra-op threads of each model worker of an `auto` pool on `cores` cores, in start order:
+ * one worker with every core, which takes a lone query (on 2 cores: 11 ms against 17 ms on one
+ * thread), then min(cores, 4) workers that share the cores for batches under load, which the
+ * query embedder runs side by side within the cores (see `BatchingEmbedder`). On 2 cores under 20
+ * clients, two one-thread sessions embed a query in 13–14 core-ms against 15–18 for one two-thread
+ * session, whose threads wait for each other whenever the server thread takes a core (see
+ * functions/query/README.md, Speed). One core: a single one-thread worker.
+ */
+export function modelWorkerThreads(cores: number): number[] {
+  if (!Number.isInteger(cores) || cores < 1)
+    throw new RangeError(`cores must be a positive integer, got ${cores}`);
+  if (cores === 1) return [1];
+  const narrow = Math.min(cores, 4);
+  return [cores, ...Array.from({ length: narrow }, () => Math.floor(cores / narrow))];
+}
 
 /** Options of {@link openQueryService}. */
 export interface OpenQueryServiceOptions {
@@ -55,17 +69,18 @@ export interface OpenQueryServiceOptions {
   readonly refreshIntervalMs?: number;
   readonly maxInFlight?: number;
   /**
-   * ONNX Runtime intra-op threads of each model session. Default: all cores, in each worker too: a
-   * lone query then runs on every core (on 2 cores: about 11 ms against 17 ms with one thread), and
-   * batches under load use them all while the server thread searches in between.
+   * ONNX Runtime intra-op threads of each model session when `modelWorkers` is a number. Default:
+   * all cores (a lone query then runs on every core: on 2 cores about 11 ms against 17 ms with one
+   * thread). Not with `auto`, which chooses per worker.
    */
   readonly threads?: number;
   /**
    * Worker threads that each run a session of the query model. 0 (default) runs it in this thread,
    * which suits a Lambda container (one request at a time); a server answering concurrent clients
-   * wants at least 1, so that reading requests and searching go on while the model runs.
+   * wants workers, so that reading requests and searching go on while the model runs: `auto`
+   * starts the pool of {@link modelWorkerThreads}, a number that many workers of `threads` each.
    */
-  readonly modelWorkers?: number;
+  readonly modelWorkers?: number | 'auto';
   /** Most queries embedded in one forward pass (see `BatchingEmbedderOptions.maxBatch`). Default 32. */
   readonly modelBatch?: number;
   /** Query vectors cached. Default 256. */
@@ -84,22 +99,32 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
   const store = options.store ?? openStore(options.indexUri, options.s3 ? { s3: options.s3 } : {});
   const plan = options.shards ?? { kind: 'none' };
   const workers = options.modelWorkers ?? 0;
-  const sessionOptions = {
-    // The encoder's default spinning (during runs only) is what a query wants: threads spinning
-    // after a run would slow the search that follows (about 2× on 2 cores), threads that never spin
-    // cost a lone query about 2 ms (see functions/query/README.md, Speed).
+  if (workers === 'auto' && options.threads !== undefined) {
+    throw new RangeError(
+      'model threads are chosen per worker with modelWorkers auto: give a number of workers too',
+    );
+  }
+  // Threads of each worker in start order (none: the model runs in this thread).
+  const workerThreads =
+    workers === 'auto'
+      ? modelWorkerThreads(availableParallelism())
+      : Array.from({ length: workers }, () => options.threads ?? availableParallelism());
+  // The encoder's default spinning (during runs only) is what a query wants: threads spinning
+  // after a run would slow the search that follows (about 2× on 2 cores), threads that never spin
+  // cost a lone query about 2 ms (see functions/query/README.md, Speed).
+  const sessionOptions = (threads: number | undefined) => ({
     provider: 'cpu' as const,
-    ...(options.threads === undefined ? {} : { threads: options.threads }),
-  };
+    ...(threads === undefined ? {} : { threads }),
+  });
   // A server with several model workers starts one before it answers and the others after its
   // first batch: starting them all at once costs about 0.8 s of cold start per extra worker on 2 cores.
   const loadModel: Promise<TokenIdEncoder> =
-    workers === 0
+    workerThreads.length === 0
       ? Encoder.load(options.modelDir, {
-          ...sessionOptions,
+          ...sessionOptions(options.threads),
           ...(options.logger ? { logger: options.logger } : {}),
         })
-      : WorkerEncoder.start(options.modelDir, sessionOptions);
+      : WorkerEncoder.start(options.modelDir, sessionOptions(workerThreads[0]));
   const openIndex = (async (): Promise<ChunkSearcher> => {
     if (plan.kind === 'workers') {
       return startLocalShards({
@@ -134,9 +159,14 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
     ...(options.modelBatch === undefined ? {} : { maxBatch: options.modelBatch }),
     ...(options.embeddingCache === undefined ? {} : { cacheSize: options.embeddingCache }),
   });
-  if (workers > 1) {
+  if (workerThreads.length > 1) {
     void embedder.firstBatch.then(() =>
-      addWorkerEncoders(embedder, options.modelDir, workers - 1, sessionOptions, options.logger),
+      addWorkerEncoders(
+        embedder,
+        options.modelDir,
+        workerThreads.slice(1).map((threads) => sessionOptions(threads)),
+        options.logger,
+      ),
     );
   }
   const audit = typeof options.audit === 'string' ? openAuditSink(options.audit) : options.audit;
@@ -152,19 +182,18 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
 }
 
 /**
- * Starts `count` more worker encoders one after the other and adds each to the pool. One that
- * cannot start is logged and the pool serves with those it has (it already has one).
+ * Starts more worker encoders (one per entry of `options`) one after the other and adds each to
+ * the pool. One that cannot start is logged and the pool serves with those it has (it already has one).
  */
 async function addWorkerEncoders(
   embedder: BatchingEmbedder,
   modelDir: string,
-  count: number,
-  options: Parameters<typeof WorkerEncoder.start>[1],
+  options: readonly Parameters<typeof WorkerEncoder.start>[1][],
   logger: EncoderLogger | undefined,
 ): Promise<void> {
-  for (let i = 0; i < count; i++) {
+  for (const workerOptions of options) {
     try {
-      if (!(await embedder.add(await WorkerEncoder.start(modelDir, options)))) return;
+      if (!(await embedder.add(await WorkerEncoder.start(modelDir, workerOptions)))) return;
     } catch (error) {
       logger?.warn('a model worker could not start; serving with fewer', {
         workers: embedder.encoders.length,

@@ -86,6 +86,8 @@ export class Encoder {
     readonly provider: ResolvedProvider,
     /** Variant loaded. */
     readonly variant: Variant,
+    /** CPU threads one forward pass runs on (the session's intra-op threads). */
+    readonly threads: number,
   ) {}
 
   /** Loads a bundle directory. @throws BundleError, ProviderUnavailableError */
@@ -103,7 +105,7 @@ export class Encoder {
     if (available.length === 0) throw new BundleError(`${bundleDir}: model.json lists no variants`);
     // With `auto`, the provider decides the variant: int8 on the CPU, fp16 on a GPU, else fp32.
     let variant: Variant = asked === 'auto' ? available[0]! : asked;
-    const { session, provider } = await createSession(
+    const { session, provider, threads } = await createSession(
       (candidate) => {
         if (asked === 'auto') {
           const preferred: Variant[] =
@@ -115,7 +117,7 @@ export class Encoder {
       { ...options, logger },
     );
     logger.info('encoder loaded', { fingerprint: info.fingerprint, variant, provider });
-    return new Encoder(info, tokenizer, session, provider, variant);
+    return new Encoder(info, tokenizer, session, provider, variant, threads);
   }
 
   /** Embedding dimensions. */

@@ -61,10 +61,12 @@ export interface SessionOptions {
   readonly logger?: EncoderLogger;
 }
 
-/** An open session and the provider it runs on. */
+/** An open session, the provider it runs on and its intra-op threads. */
 export interface OpenSession {
   readonly session: ort.InferenceSession;
   readonly provider: ResolvedProvider;
+  /** CPU threads one run uses (`SessionOptions.threads`, default the available cores). */
+  readonly threads: number;
 }
 
 const require = createRequire(import.meta.url);
@@ -142,7 +144,7 @@ export async function createSession(
           ? await ort.InferenceSession.create(source, sessionOptions)
           : await ort.InferenceSession.create(source, sessionOptions);
       if (asked === 'auto') options.logger?.info('execution provider chosen', { provider, skipped, threads });
-      return { session, provider };
+      return { session, provider, threads };
     } catch (cause) {
       // The CPU provider always exists, so a CPU failure is the model's fault, not the provider's.
       if (provider === 'cpu') {

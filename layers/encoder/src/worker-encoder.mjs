@@ -17,6 +17,7 @@ try {
     type: 'ready',
     provider: encoder.provider,
     variant: encoder.variant,
+    threads: encoder.threads,
   });
 } catch (error) {
   parentPort.postMessage({ type: 'failed', name: error.name, message: error.message });

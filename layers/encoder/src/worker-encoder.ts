@@ -30,6 +30,11 @@ export interface TokenIdEncoder {
     sequences: readonly number[][],
     options?: EmbedOptions,
   ): Promise<{ readonly embeddings: Float32Array[]; readonly truncated: number[] }>;
+  /**
+   * CPU threads one `embedIds` batch runs on, which a caller running several encoders at once
+   * weighs against the cores (see the query API's `BatchingEmbedder`). Default 1.
+   */
+  readonly threads?: number;
   /** True once the encoder can embed no more (its worker thread exited). Default: never. */
   readonly exited?: boolean;
   close(): Promise<void>;
@@ -39,7 +44,7 @@ export interface TokenIdEncoder {
 export class EncoderWorkerError extends EncoderError {}
 
 type Reply =
-  | { type: 'ready'; provider: ResolvedProvider; variant: Variant }
+  | { type: 'ready'; provider: ResolvedProvider; variant: Variant; threads: number }
   | { type: 'failed' | 'error'; id?: number; name: string; message: string }
   | { type: 'result'; id: number; flat: Float32Array; truncated: number[] };
 
@@ -63,6 +68,8 @@ export class WorkerEncoder implements TokenIdEncoder {
     readonly provider: ResolvedProvider,
     /** Variant the worker loaded. */
     readonly variant: Variant,
+    /** CPU threads one batch runs on in the worker (its session's intra-op threads). */
+    readonly threads: number,
   ) {
     worker.on('message', (reply: Reply) => {
       if (reply.type === 'ready' || reply.type === 'failed' || reply.id === undefined) return;
@@ -118,7 +125,7 @@ export class WorkerEncoder implements TokenIdEncoder {
         ready.type === 'failed' || ready.type === 'error' ? `${ready.name}: ${ready.message}` : 'no reply';
       throw new EncoderWorkerError(`the encoder could not start: ${message}`);
     }
-    return new WorkerEncoder(worker, info, tokenizer, ready.provider, ready.variant);
+    return new WorkerEncoder(worker, info, tokenizer, ready.provider, ready.variant, ready.threads);
   }
 
   /** Embedding dimensions. */

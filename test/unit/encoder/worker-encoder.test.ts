@@ -20,6 +20,7 @@ describe('WorkerEncoder', () => {
       expect(worker.provider).toBe('cpu');
       expect(worker.variant).toBe(local.variant);
       expect(worker.info.fingerprint).toBe(local.info.fingerprint);
+      expect([worker.threads, local.threads]).toEqual([1, 1]);
       const ids = (await worker.tokenize(CLINICAL_SENTENCES)).map((t) => t.ids);
       const [a, b] = await Promise.all([worker.embedIds(ids), worker.embedIds(ids.slice(0, 3))]);
       const expected = (await local.embedIds(ids)).embeddings;

@@ -28,7 +28,11 @@ class GatedEncoder implements TokenIdEncoder {
   held = true;
   failNext = false;
 
-  constructor(private readonly inner: Encoder) {}
+  constructor(
+    private readonly inner: Encoder,
+    /** CPU threads it says a batch runs on (none: the embedder counts one). */
+    readonly threads?: number,
+  ) {}
 
   get info() {
     return this.inner.info;
@@ -123,7 +127,12 @@ describe('BatchingEmbedder', () => {
     const a = new GatedEncoder(encoder);
     const b = new GatedEncoder(encoder);
     b.held = false;
-    const embedder = new BatchingEmbedder([a, b], { minBatch: 3, maxWaitMs: 60_000, cacheSize: 0 });
+    const embedder = new BatchingEmbedder([a, b], {
+      minBatch: 3,
+      maxWaitMs: 60_000,
+      cacheSize: 0,
+      threadBudget: 2,
+    });
     const busy = embedder.embed('keeps a busy');
     await until(() => a.batches.length === 1);
     // Two queries are fewer than minBatch: b waits instead of running batches of one.
@@ -136,7 +145,12 @@ describe('BatchingEmbedder', () => {
     expect(b.batches).toEqual([3]);
 
     // With a short maxWaitMs, a single query goes after the wait even while a is busy.
-    const hurried = new BatchingEmbedder([a, b], { minBatch: 3, maxWaitMs: 15, cacheSize: 0 });
+    const hurried = new BatchingEmbedder([a, b], {
+      minBatch: 3,
+      maxWaitMs: 15,
+      cacheSize: 0,
+      threadBudget: 2,
+    });
     const keep = hurried.embed('keeps a busy again');
     await until(() => a.batches.length === 2);
     const started = performance.now();
@@ -146,6 +160,67 @@ describe('BatchingEmbedder', () => {
     a.held = false;
     a.open();
     await Promise.all([busy, keep]);
+  });
+
+  it('runs encoders side by side only while their threads fit in the budget', async () => {
+    const a = new GatedEncoder(encoder, 1);
+    const b = new GatedEncoder(encoder, 1);
+    b.held = false;
+    const embedder = new BatchingEmbedder([a, b], { minBatch: 1, cacheSize: 0, threadBudget: 1 });
+    const busy = embedder.embed('keeps a busy');
+    await until(() => a.batches.length === 1);
+    const next = embedder.embed('waits for a core');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(b.batches).toEqual([]);
+    a.held = false;
+    a.open();
+    await Promise.all([busy, next]);
+    // Once a is done, the waiting query goes to the first idle encoder of the pool: a again.
+    expect(a.batches).toEqual([1, 1]);
+    expect(b.batches).toEqual([]);
+
+    // An encoder wider than the whole budget still runs, alone.
+    const wide = new GatedEncoder(encoder, 8);
+    wide.held = false;
+    const alone = new BatchingEmbedder(wide, { cacheSize: 0, threadBudget: 2 });
+    await alone.embed('on more threads than the budget');
+    expect(wide.batches).toEqual([1]);
+  });
+
+  it('gives a lone query to the widest encoder, and shares batches among narrower ones side by side', async () => {
+    const wide = new GatedEncoder(encoder, 2);
+    const narrow = [new GatedEncoder(encoder, 1), new GatedEncoder(encoder, 1)];
+    for (const n of narrow) n.held = true;
+    const embedder = new BatchingEmbedder([wide, ...narrow], {
+      minBatch: 1,
+      cacheSize: 0,
+      threadBudget: 2,
+      wideBatch: 2,
+    });
+    const lone = embedder.embed('lone query');
+    await until(() => wide.batches.length === 1);
+    // The wide session holds both cores: five more queries wait for it, then split 3 + 2.
+    const five = queries(5, 'burst').map((q) => embedder.embed(q));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(narrow.map((n) => n.batches)).toEqual([[], []]);
+    wide.held = false;
+    wide.open();
+    await lone;
+    await until(() => narrow.every((n) => n.batches.length === 1));
+    expect(narrow.map((n) => n.batches)).toEqual([[3], [2]]);
+    expect(wide.batches).toEqual([1]);
+    // While the narrow ones run, the wide one does not fit beside them: a query waits for a narrow one.
+    const during = embedder.embed('arrives under load');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(wide.batches).toEqual([1]);
+    narrow[1]!.held = false;
+    narrow[1]!.open();
+    await until(() => narrow[1]!.batches.length === 2);
+    expect(narrow[1]!.batches).toEqual([2, 1]);
+    narrow[0]!.held = false;
+    narrow[0]!.open();
+    await Promise.all([...five, during]);
+    expect(wide.batches).toEqual([1]);
   });
 
   it('rejects every query of a failed batch and goes on with the next', async () => {
@@ -194,7 +269,7 @@ describe('BatchingEmbedder', () => {
 
   it('takes more encoders of the same model, and closes one added after close', async () => {
     const a = new GatedEncoder(encoder);
-    const embedder = new BatchingEmbedder(a, { cacheSize: 0, minBatch: 1 });
+    const embedder = new BatchingEmbedder(a, { cacheSize: 0, minBatch: 1, threadBudget: 2 });
     const first = embedder.embed('keeps a busy');
     await until(() => a.batches.length === 1);
     const b = new GatedEncoder(encoder);

@@ -1,9 +1,11 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type BatchingEmbedder,
   createRouter,
+  modelWorkerThreads,
   openQueryService,
   type QueryService,
   queryHash,
@@ -345,5 +347,54 @@ describe('model workers', () => {
     } finally {
       await withWorkers.close();
     }
+  });
+
+  it('with auto, answers from a worker on every core, then adds narrower ones for load', async () => {
+    const auto = await openQueryService({
+      modelDir: bundle,
+      indexUri: indexDir,
+      audit: auditDir,
+      cacheDir,
+      refreshIntervalMs: 0,
+      modelWorkers: 'auto',
+    });
+    try {
+      const embedder = auto.options.embedder as BatchingEmbedder;
+      const planned = modelWorkerThreads(availableParallelism());
+      expect(embedder.encoders.map((e) => e.threads)).toEqual(planned.slice(0, 1));
+      const request = SearchRequestSchema.parse({ query: TEST_QUERY, k: 6 });
+      expect((await auto.search(request, identity)).cohort.length).toBeGreaterThan(0);
+      const deadline = Date.now() + 30_000;
+      while (embedder.encoders.length < planned.length && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(embedder.encoders.map((e) => e.threads)).toEqual(planned);
+    } finally {
+      await auto.close();
+    }
+  });
+
+  it('refuses a thread count with auto, which chooses one per worker', async () => {
+    await expect(
+      openQueryService({
+        modelDir: bundle,
+        indexUri: indexDir,
+        audit: auditDir,
+        cacheDir,
+        modelWorkers: 'auto',
+        threads: 2,
+      }),
+    ).rejects.toThrow(/give a number of workers/);
+  });
+});
+
+describe('modelWorkerThreads', () => {
+  it('plans one worker on every core, then up to four that share the cores', () => {
+    expect(modelWorkerThreads(1)).toEqual([1]);
+    expect(modelWorkerThreads(2)).toEqual([2, 1, 1]);
+    expect(modelWorkerThreads(4)).toEqual([4, 1, 1, 1, 1]);
+    expect(modelWorkerThreads(8)).toEqual([8, 2, 2, 2, 2]);
+    expect(modelWorkerThreads(6)).toEqual([6, 1, 1, 1, 1]);
+    expect(() => modelWorkerThreads(0)).toThrow(RangeError);
   });
 });
