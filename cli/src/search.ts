@@ -201,6 +201,11 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
         modelBatch?: number;
       }) => {
         const log = logger();
+        if (opts.modelThreads !== undefined && opts.modelWorkers === 'auto') {
+          throw new InvalidArgumentError(
+            '--model-threads needs a number of --model-workers (auto chooses per worker)',
+          );
+        }
         const token = opts.token ?? (process.env['COHORT_TOKEN'] || undefined);
         const service = await openLocalService(opts, log, {
           modelWorkers: opts.modelWorkers,

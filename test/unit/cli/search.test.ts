@@ -64,7 +64,7 @@ describe('cohort search', () => {
 });
 
 describe('cohort serve', () => {
-  it('refuses a negative number of model workers and a model batch of 0', async () => {
+  it('refuses a negative number of model workers, a model batch of 0, and threads for the auto pool', async () => {
     const base = ['serve', '--data', index.indexDir, '--model', index.bundle, '--port', '0'];
     const workers = await runCohort([...base, '--model-workers', '-1'], env());
     expect(workers.code).not.toBe(0);
@@ -72,6 +72,9 @@ describe('cohort serve', () => {
     const batch = await runCohort([...base, '--model-batch', '0'], env());
     expect(batch.code).not.toBe(0);
     expect(batch.stderr).toMatch(/0 is not a positive integer/);
+    const threads = await runCohort([...base, '--model-threads', '2'], env());
+    expect(threads.code).not.toBe(0);
+    expect(threads.stderr).toMatch(/--model-threads needs a number of --model-workers/);
   });
 
   it('serves the API on loopback with a token and prints its address', async () => {

@@ -2,7 +2,6 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { tempDir } from '../../helpers/encoder.ts';
 import {
   planHnswlibBuild,
   rebuildHnswlib,
@@ -10,6 +9,7 @@ import {
   SIMD_MARKER,
   X86_64_V3_FLAGS,
 } from '../../../layers/index/scripts/hnswlib-simd.mjs';
+import { tempDir } from '../../helpers/encoder.ts';
 
 const v3Flags = `processor\t: 0\nflags\t\t: fpu sse sse2 ${X86_64_V3_FLAGS.join(' ')} avx512f\n`;
 const machine = {
