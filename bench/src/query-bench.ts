@@ -368,8 +368,9 @@ export async function runQueryBench(): Promise<void> {
       const url = cold.url;
       log(`warm latency: ${WARM_REQUESTS} sequential searches, k = 50, distinct queries`);
       for (let i = 0; i < 20; i++) await post(url, body());
-      // A server with several model workers (`--model-workers N`) starts the others after its first
-      // answer; a pause lets that finish (and the machine settle) before measuring a warm server.
+      // A server with several model workers (the default `--model-workers auto`, or a number) starts
+      // the others after its first answer; a pause lets that finish (and the machine settle) before
+      // measuring a warm server.
       await new Promise((resolve) => setTimeout(resolve, WARM_PAUSE_MS));
       samples = [];
       server = [];

@@ -19,6 +19,15 @@ import { cacheFor } from './index-commands.ts';
 import { parseNonNegativeInt, parsePositiveInt, printJson } from './output.ts';
 import { parsePort } from './start.ts';
 
+/** `--model-workers`: `auto` or a whole number ≥ 0. */
+function parseModelWorkers(value: string): number | 'auto' {
+  if (value === 'auto') return 'auto';
+  try {
+    return parseNonNegativeInt(value);
+  } catch {
+    throw new InvalidArgumentError(`${value} is neither auto nor an integer ≥ 0`);
+  }
+}
 /** Audit location when `--audit` is not given. */
 export function defaultAuditDir(): string {
   return join(defaultCacheDir(), 'audit');
@@ -174,12 +183,12 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
     .option(
       '--model-workers <n>',
       'worker threads running the query model (0: in the server thread; auto: one on every core for lone queries, narrower ones for load)',
-      (value: string) => (value === 'auto' ? 'auto' : parseNonNegativeInt(value)),
+      parseModelWorkers,
       LOCAL_SERVER_MODEL_WORKERS,
     )
     .option(
       '--model-threads <n>',
-      'CPU threads of each model session, with a number of --model-workers (default: all cores)',
+      'CPU threads of each model session, with a number of --model-workers (default: the cores shared among them)',
       parsePositiveInt,
     )
     .option(

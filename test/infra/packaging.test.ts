@@ -16,6 +16,7 @@ import { bundle } from '../../infra/lib/packaging/esbuild-bundle.ts';
 import {
   CLINICAL_BERT,
   checkBinary,
+  containerBuildCommand,
   imageExcludes,
   installedVersion,
   int8ModelBytes,
@@ -81,6 +82,13 @@ describe('native layer', () => {
     for (const [name, version] of Object.entries(pinned.dependencies)) {
       expect(installedVersion(NODE_MODULES, name), name).toBe(version);
     }
+  });
+
+  it('compiles hnswlib-node for AVX2 in the container build unless COHORT_HNSWLIB_SIMD=off', () => {
+    const script = (env: NodeJS.ProcessEnv) => containerBuildCommand(env).at(-1)!;
+    expect(script({})).toContain('CXXFLAGS=-march=x86-64-v3');
+    expect(script({ COHORT_HNSWLIB_SIMD: 'off' })).not.toContain('CXXFLAGS');
+    expect(script({})).toContain('node_modules/hnswlib-node/.cohort-simd-build');
   });
 
   it('refuses binaries built against a newer glibc than Lambda has', () => {

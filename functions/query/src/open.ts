@@ -40,16 +40,22 @@ export const LOCAL_SERVER_MODEL_WORKERS = 'auto';
  * query embedder runs side by side within the cores (see `BatchingEmbedder`). On 2 cores under 20
  * clients, two one-thread sessions embed a query in 13–14 core-ms against 15–18 for one two-thread
  * session, whose threads wait for each other whenever the server thread takes a core (see
- * functions/query/README.md, Speed). One core: a single one-thread worker.
+ * functions/query/README.md, Speed and memory). Each session holds its own copy of the model
+ * (about 320 MB for int8 BERT-base): 1 + min(cores, 4) of them. One core: a single one-thread worker.
  */
 export function modelWorkerThreads(cores: number): number[] {
   if (!Number.isInteger(cores) || cores < 1)
     throw new RangeError(`cores must be a positive integer, got ${cores}`);
   if (cores === 1) return [1];
-  const narrow = Math.min(cores, 4);
-  return [cores, ...Array.from({ length: narrow }, () => Math.floor(cores / narrow))];
+  return [cores, ...shareCores(cores, Math.min(cores, 4))];
 }
 
+/** `cores` shared among `workers` sessions as evenly as whole threads allow (at least one each). */
+function shareCores(cores: number, workers: number): number[] {
+  return Array.from({ length: workers }, (_, i) =>
+    Math.max(1, Math.floor(cores / workers) + (i < cores % workers ? 1 : 0)),
+  );
+}
 /** Options of {@link openQueryService}. */
 export interface OpenQueryServiceOptions {
   /** Model bundle directory. */
@@ -69,9 +75,10 @@ export interface OpenQueryServiceOptions {
   readonly refreshIntervalMs?: number;
   readonly maxInFlight?: number;
   /**
-   * ONNX Runtime intra-op threads of each model session when `modelWorkers` is a number. Default:
-   * all cores (a lone query then runs on every core: on 2 cores about 11 ms against 17 ms with one
-   * thread). Not with `auto`, which chooses per worker.
+   * ONNX Runtime intra-op threads of each model session. Default: all cores in this thread (a lone
+   * query then runs on every core: on 2 cores about 11 ms against 17 ms with one thread); with a
+   * number of workers, the cores shared among them (the query embedder runs workers side by side
+   * only while their threads fit in the cores). Not with `auto`, which chooses per worker.
    */
   readonly threads?: number;
   /**
@@ -79,6 +86,7 @@ export interface OpenQueryServiceOptions {
    * which suits a Lambda container (one request at a time); a server answering concurrent clients
    * wants workers, so that reading requests and searching go on while the model runs: `auto`
    * starts the pool of {@link modelWorkerThreads}, a number that many workers of `threads` each.
+   * @throws RangeError (from {@link openQueryService}) for `auto` with `threads`
    */
   readonly modelWorkers?: number | 'auto';
   /** Most queries embedded in one forward pass (see `BatchingEmbedderOptions.maxBatch`). Default 32. */
@@ -108,10 +116,12 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
   const workerThreads =
     workers === 'auto'
       ? modelWorkerThreads(availableParallelism())
-      : Array.from({ length: workers }, () => options.threads ?? availableParallelism());
+      : options.threads !== undefined
+        ? Array.from({ length: workers }, () => options.threads!)
+        : shareCores(availableParallelism(), workers);
   // The encoder's default spinning (during runs only) is what a query wants: threads spinning
   // after a run would slow the search that follows (about 2× on 2 cores), threads that never spin
-  // cost a lone query about 2 ms (see functions/query/README.md, Speed).
+  // cost a lone query about 2 ms (see functions/query/README.md, Speed and memory).
   const sessionOptions = (threads: number | undefined) => ({
     provider: 'cpu' as const,
     ...(threads === undefined ? {} : { threads }),

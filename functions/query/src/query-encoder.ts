@@ -106,7 +106,7 @@ export class BatchingEmbedder implements QueryEmbedder {
     this.wideBatch = options.wideBatch ?? 2;
   }
 
-  /** The encoders of the pool; a lone query goes to the first idle one in this order. */
+  /** The encoders of the pool, in the order they joined (among equals, batches go to the first idle one). */
   get encoders(): readonly TokenIdEncoder[] {
     return this.encoderList;
   }
@@ -268,7 +268,8 @@ export class BatchingEmbedder implements QueryEmbedder {
   }
 }
 
-/** CPU threads of an encoder's batch (1 when it does not say). */
+/** CPU threads of an encoder's batch (1 when it does not say, or says something that is no count). */
 function threadsOf(encoder: TokenIdEncoder): number {
-  return encoder.threads ?? 1;
+  const threads = encoder.threads;
+  return threads !== undefined && Number.isInteger(threads) && threads >= 1 ? threads : 1;
 }

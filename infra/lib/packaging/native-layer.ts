@@ -43,7 +43,15 @@ export const PRUNE: Readonly<Record<string, readonly string[]>> = {
     'bin/napi-v6/linux/x64/libonnxruntime_providers_tensorrt.so',
   ],
   tokenizers: [], // every `.node` except linux-x64-gnu is removed by pattern below
-  'hnswlib-node': ['src', 'binding.gyp', 'build/Release/obj.target', 'build/Release/.deps', 'build/Makefile'],
+  'hnswlib-node': [
+    'src',
+    'binding.gyp',
+    'build/Release/obj.target',
+    'build/Release/.deps',
+    'build/Makefile',
+    // What an interrupted postinstall rebuild (layers/index/scripts/hnswlib-simd.mjs) may leave.
+    '.cohort-simd-build',
+  ],
 };
 
 /** One binary's newest required symbol versions. */
@@ -184,15 +192,16 @@ export function containerEngineAvailable(env: NodeJS.ProcessEnv = process.env): 
  * versions this repository has (from `package.json` in the asset input) and prunes as {@link PRUNE} says.
  * hnswlib-node compiles for x86-64-v3 (AVX2, FMA), which every Lambda x86_64 CPU has: its distance code
  * is chosen at compile time, and the baseline build searches about 25% slower (see
- * `layers/index/scripts/hnswlib-simd.mjs`, which does the same for a repository install).
+ * `layers/index/scripts/hnswlib-simd.mjs`, which does the same for a repository install), unless
+ * `COHORT_HNSWLIB_SIMD=off` at synth time.
  */
-export function containerBuildCommand(): string[] {
+export function containerBuildCommand(env: NodeJS.ProcessEnv = process.env): string[] {
   const prune = Object.entries(PRUNE)
     .flatMap(([name, paths]) => paths.map((p) => `node_modules/${name}/${p}`))
     .join(' ');
   const script = [
     'set -eu',
-    'export HOME=/tmp npm_config_cache=/tmp/.npm ONNXRUNTIME_NODE_INSTALL=skip CXXFLAGS=-march=x86-64-v3',
+    `export HOME=/tmp npm_config_cache=/tmp/.npm ONNXRUNTIME_NODE_INSTALL=skip${env['COHORT_HNSWLIB_SIMD'] === 'off' ? '' : ' CXXFLAGS=-march=x86-64-v3'}`,
     'mkdir -p /tmp/layer && cp /asset-input/package.json /tmp/layer/ && cd /tmp/layer',
     'npm install --omit=dev --no-audit --no-fund --no-package-lock',
     `rm -rf ${prune}`,

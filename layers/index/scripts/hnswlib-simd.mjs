@@ -16,7 +16,16 @@
  * - when the installed addon already is the x86-64-v3 build (its marker file says so).
  */
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +35,9 @@ export const SIMD_MARCH = 'x86-64-v3';
 
 /** /proc/cpuinfo flags that x86-64-v3 needs (`abm` is how Linux names LZCNT). */
 export const X86_64_V3_FLAGS = ['avx', 'avx2', 'bmi1', 'bmi2', 'f16c', 'fma', 'abm', 'movbe', 'xsave'];
+
+/** Longest the rebuild may take before the portable build is kept, in ms. */
+const BUILD_TIMEOUT_MS = 300_000;
 
 /** File beside the addon that records the build (`{ "march": "x86-64-v3" }`). */
 export const SIMD_MARKER = 'cohort-simd.json';
@@ -121,6 +133,9 @@ export function rebuildHnswlib(packageDir, env = process.env) {
         cwd: work,
         env: { ...env, CXXFLAGS: `${env.CXXFLAGS ?? ''} -march=${SIMD_MARCH}`.trim() },
         encoding: 'utf8',
+        // A compile takes about 10 s on 2 cores; a header download on a dead network could hang.
+        timeout: BUILD_TIMEOUT_MS,
+        maxBuffer: 16 * 1024 * 1024,
       },
     );
     const built = join(work, 'build', 'Release', 'addon.node');
@@ -148,7 +163,7 @@ export function rebuildHnswlib(packageDir, env = process.env) {
          for (let i = 0; i < 8; i++) index.addPoint(Array.from({ length: 16 }, (_, d) => Math.sin(i + d)), i);
          if (index.searchKnn(Array.from({ length: 16 }, (_, d) => Math.sin(d)), 1).neighbors[0] !== 0) process.exit(3);`,
       ],
-      { encoding: 'utf8' },
+      { encoding: 'utf8', timeout: 30_000 },
     );
     if (probe.status !== 0) {
       return {
@@ -156,7 +171,10 @@ export function rebuildHnswlib(packageDir, env = process.env) {
         reason: `the new build did not answer a search (exit ${probe.status ?? probe.signal}): keeping the portable one`,
       };
     }
-    copyFileSync(built, addon);
+    // Beside the old one, then renamed over it: an interrupted copy never leaves a truncated addon.
+    const staged = `${addon}.${process.pid}.tmp`;
+    copyFileSync(built, staged);
+    renameSync(staged, addon);
     writeFileSync(markerPath, `${JSON.stringify({ march: SIMD_MARCH })}\n`);
     return { built: true, reason: `built for ${SIMD_MARCH} (AVX2, FMA)` };
   } finally {
@@ -164,15 +182,19 @@ export function rebuildHnswlib(packageDir, env = process.env) {
   }
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const require = createRequire(import.meta.url);
-  let packageDir;
+if (process.argv[1] && fileURLToPath(import.meta.url) === realpathSync(process.argv[1])) {
+  // An optional speed-up: whatever goes wrong, the install goes on with the portable build.
   try {
-    packageDir = dirname(require.resolve('hnswlib-node/package.json'));
-  } catch {
-    console.log('hnswlib-node: not installed, nothing to build');
-    process.exit(0);
+    let packageDir;
+    try {
+      packageDir = dirname(createRequire(import.meta.url).resolve('hnswlib-node/package.json'));
+    } catch {
+      packageDir = undefined;
+    }
+    console.log(
+      `hnswlib-node: ${packageDir ? rebuildHnswlib(packageDir).reason : 'not installed, nothing to build'}`,
+    );
+  } catch (error) {
+    console.log(`hnswlib-node: not rebuilt, keeping the portable build (${error?.message ?? error})`);
   }
-  const result = rebuildHnswlib(packageDir);
-  console.log(`hnswlib-node: ${result.reason}`);
 }

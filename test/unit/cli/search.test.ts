@@ -68,7 +68,7 @@ describe('cohort serve', () => {
     const base = ['serve', '--data', index.indexDir, '--model', index.bundle, '--port', '0'];
     const workers = await runCohort([...base, '--model-workers', '-1'], env());
     expect(workers.code).not.toBe(0);
-    expect(workers.stderr).toMatch(/-1 is not an integer ≥ 0/);
+    expect(workers.stderr).toMatch(/-1 is neither auto nor an integer ≥ 0/);
     const batch = await runCohort([...base, '--model-batch', '0'], env());
     expect(batch.code).not.toBe(0);
     expect(batch.stderr).toMatch(/0 is not a positive integer/);

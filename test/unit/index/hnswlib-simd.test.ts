@@ -1,4 +1,12 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -19,6 +27,15 @@ const machine = {
   cpuinfo: v3Flags,
   marker: undefined,
 };
+
+/** This machine, as the postinstall sees it. */
+function thisMachine() {
+  return {
+    platform: process.platform,
+    arch: process.arch,
+    cpuinfo: existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : undefined,
+  };
+}
 
 describe('planHnswlibBuild', () => {
   it('builds for x86-64-v3 on a Linux x64 CPU with every feature it needs', () => {
@@ -50,22 +67,46 @@ describe('planHnswlibBuild', () => {
     });
   });
 
-  it('left the installed addon as the plan for this machine says (the postinstall ran it)', () => {
-    const packageDir = dirname(createRequire(import.meta.url).resolve('hnswlib-node/package.json'));
-    const marker = join(packageDir, 'build', 'Release', SIMD_MARKER);
-    const fresh = planHnswlibBuild({
-      platform: process.platform,
-      arch: process.arch,
-      env: process.env,
-      cpuinfo: existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : undefined,
-      marker: undefined,
-    });
-    if (fresh.build) {
-      expect(JSON.parse(readFileSync(marker, 'utf8'))).toEqual({ march: SIMD_MARCH });
-    } else {
-      expect(existsSync(marker)).toBe(false);
+  it('rebuilds a copy of hnswlib-node for x86-64-v3 where the plan says so, once, and the new addon searches', async () => {
+    const root = await tempDir('hnswlib-simd-ok-');
+    try {
+      const installed = dirname(createRequire(import.meta.url).resolve('hnswlib-node/package.json'));
+      const copy = join(root.dir, 'hnswlib-node');
+      for (const part of ['binding.gyp', 'package.json', 'src', 'build/Release/addon.node']) {
+        cpSync(join(installed, part), join(copy, part), { recursive: true });
+      }
+      // binding.gyp finds node-addon-api through Node's module resolution from the build folder.
+      mkdirSync(join(root.dir, 'node_modules'));
+      symlinkSync(
+        dirname(createRequire(import.meta.url).resolve('node-addon-api/package.json')),
+        join(root.dir, 'node_modules', 'node-addon-api'),
+      );
+      const addon = join(copy, 'build', 'Release', 'addon.node');
+      writeFileSync(addon, 'the portable build');
+      const env = { ...process.env, COHORT_HNSWLIB_SIMD: undefined };
+      const plan = planHnswlibBuild({ ...thisMachine(), env, marker: undefined });
+      const result = rebuildHnswlib(copy, env);
+      if (!plan.build) {
+        expect(result).toEqual({ built: false, reason: plan.reason });
+        expect(readFileSync(addon, 'utf8')).toBe('the portable build');
+        return;
+      }
+      expect(result).toEqual({ built: true, reason: `built for ${SIMD_MARCH} (AVX2, FMA)` });
+      expect(JSON.parse(readFileSync(join(copy, 'build', 'Release', SIMD_MARKER), 'utf8'))).toEqual({
+        march: SIMD_MARCH,
+      });
+      const { HierarchicalNSW } = createRequire(import.meta.url)(addon) as typeof import('hnswlib-node');
+      const index = new HierarchicalNSW('ip', 4);
+      index.initIndex(2);
+      index.addPoint([1, 0, 0, 0], 0);
+      index.addPoint([0, 1, 0, 0], 1);
+      expect(index.searchKnn([0, 0.9, 0.1, 0], 1).neighbors).toEqual([1]);
+      expect(rebuildHnswlib(copy, env)).toEqual({ built: false, reason: `already built for ${SIMD_MARCH}` });
+      expect(readdirSync(copy).sort()).toEqual(['binding.gyp', 'build', 'package.json', 'src']);
+    } finally {
+      await root.cleanup();
     }
-  });
+  }, 120_000);
 
   it('keeps the installed addon when the build fails, and leaves no build folder behind', async () => {
     const root = await tempDir('hnswlib-simd-');
@@ -81,13 +122,7 @@ describe('planHnswlibBuild', () => {
       const addon = join(root.dir, 'build', 'Release', 'addon.node');
       writeFileSync(addon, 'the portable build');
       const env = { ...process.env, COHORT_HNSWLIB_SIMD: undefined };
-      const plan = planHnswlibBuild({
-        platform: process.platform,
-        arch: process.arch,
-        env,
-        cpuinfo: existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : undefined,
-        marker: undefined,
-      });
+      const plan = planHnswlibBuild({ ...thisMachine(), env, marker: undefined });
       const result = rebuildHnswlib(root.dir, env);
       expect(result.built).toBe(false);
       if (plan.build) expect(result.reason).toMatch(/failed|node-gyp not found/);

@@ -323,7 +323,6 @@ describe('model workers', () => {
       audit: auditDir,
       cacheDir,
       refreshIntervalMs: 0,
-      threads: 1,
       modelWorkers: 2,
       modelBatch: 1,
     });
@@ -342,6 +341,11 @@ describe('model workers', () => {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       expect(embedder.encoders).toHaveLength(2);
+      // Without a thread count, the two workers share the cores (they run side by side only within them).
+      const cores = availableParallelism();
+      expect(embedder.encoders.map((e) => e.threads)).toEqual(
+        cores >= 2 ? [Math.ceil(cores / 2), Math.floor(cores / 2)] : [1, 1],
+      );
       const both = await Promise.all([1, 2, 3].map(() => withWorkers.search(request, identity)));
       for (const r of both) expect(r.cohort).toEqual(first.cohort);
     } finally {
@@ -394,7 +398,9 @@ describe('modelWorkerThreads', () => {
     expect(modelWorkerThreads(2)).toEqual([2, 1, 1]);
     expect(modelWorkerThreads(4)).toEqual([4, 1, 1, 1, 1]);
     expect(modelWorkerThreads(8)).toEqual([8, 2, 2, 2, 2]);
-    expect(modelWorkerThreads(6)).toEqual([6, 1, 1, 1, 1]);
+    // Cores that do not divide evenly go to the first narrow workers, so none stay idle under load.
+    expect(modelWorkerThreads(6)).toEqual([6, 2, 2, 1, 1]);
+    expect(modelWorkerThreads(7)).toEqual([7, 2, 2, 2, 1]);
     expect(() => modelWorkerThreads(0)).toThrow(RangeError);
   });
 });
