@@ -180,7 +180,7 @@ export class BatchingEmbedder implements QueryEmbedder {
       return;
     }
     // Queries split among encoders that start together: how many are still to start, and each one's share.
-    let sharers = 0;
+    let toStart = 0;
     let share = 0;
     while (this.queue.length > 0) {
       const fitting = this.idle
@@ -188,7 +188,7 @@ export class BatchingEmbedder implements QueryEmbedder {
         .sort((a, b) => threadsOf(a) - threadsOf(b));
       if (fitting.length === 0) return; // the end of a running batch dispatches again
       let encoder = fitting[0]!;
-      if (sharers === 0) {
+      if (toStart === 0) {
         const running = this.busyThreads > 0;
         const waited = performance.now() - this.queue[0]!.since;
         if (running && this.queue.length < this.minBatch && waited < this.maxWaitMs) {
@@ -198,13 +198,12 @@ export class BatchingEmbedder implements QueryEmbedder {
         const wide = !running && this.queue.length <= this.wideBatch;
         // The widest, first in the pool's order among equals.
         if (wide) encoder = fitting.find((e) => threadsOf(e) === threadsOf(fitting[fitting.length - 1]!))!;
-        sharers = wide ? 1 : this.sharers(fitting);
-        share = Math.min(this.maxBatch, Math.ceil(this.queue.length / sharers));
+        toStart = wide ? 1 : this.startableTogether(fitting);
+        share = Math.min(this.maxBatch, Math.ceil(this.queue.length / toStart));
       }
-      sharers--;
-      const size = share;
+      toStart--;
       this.idle.splice(this.idle.indexOf(encoder), 1);
-      const batch = this.queue.splice(0, size);
+      const batch = this.queue.splice(0, share);
       this.busyThreads += threadsOf(encoder);
       void this.run(encoder, batch).finally(() => {
         this.busyThreads -= threadsOf(encoder);
@@ -223,7 +222,7 @@ export class BatchingEmbedder implements QueryEmbedder {
   }
 
   /** How many of `candidates` (narrowest first) can start a batch together now, within the budget. */
-  private sharers(candidates: readonly TokenIdEncoder[]): number {
+  private startableTogether(candidates: readonly TokenIdEncoder[]): number {
     let threads = this.busyThreads;
     let count = 0;
     for (const e of candidates) {

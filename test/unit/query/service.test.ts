@@ -316,16 +316,19 @@ async function auditLines(): Promise<string[]> {
 }
 
 describe('model workers', () => {
-  it('answers from a model worker at once and starts the others after its first answer', async () => {
-    const withWorkers = await openQueryService({
+  /** The test index and bundle, with model workers as given. */
+  const withModelWorkers = (extra: Partial<Parameters<typeof openQueryService>[0]>) =>
+    openQueryService({
       modelDir: bundle,
       indexUri: indexDir,
       audit: auditDir,
       cacheDir,
       refreshIntervalMs: 0,
-      modelWorkers: 2,
-      modelBatch: 1,
+      ...extra,
     });
+
+  it('answers from a model worker at once and starts the others after its first answer', async () => {
+    const withWorkers = await withModelWorkers({ modelWorkers: 2, modelBatch: 1 });
     try {
       const embedder = withWorkers.options.embedder as BatchingEmbedder;
       expect(embedder.encoders).toHaveLength(1);
@@ -354,14 +357,7 @@ describe('model workers', () => {
   });
 
   it('with auto, answers from a worker on every core, then adds narrower ones for load', async () => {
-    const auto = await openQueryService({
-      modelDir: bundle,
-      indexUri: indexDir,
-      audit: auditDir,
-      cacheDir,
-      refreshIntervalMs: 0,
-      modelWorkers: 'auto',
-    });
+    const auto = await withModelWorkers({ modelWorkers: 'auto' });
     try {
       const embedder = auto.options.embedder as BatchingEmbedder;
       const planned = modelWorkerThreads(availableParallelism());
@@ -379,16 +375,9 @@ describe('model workers', () => {
   });
 
   it('refuses a thread count with auto, which chooses one per worker', async () => {
-    await expect(
-      openQueryService({
-        modelDir: bundle,
-        indexUri: indexDir,
-        audit: auditDir,
-        cacheDir,
-        modelWorkers: 'auto',
-        threads: 2,
-      }),
-    ).rejects.toThrow(/give a number of workers/);
+    await expect(withModelWorkers({ modelWorkers: 'auto', threads: 2 })).rejects.toThrow(
+      /give a number of workers/,
+    );
   });
 });
 
