@@ -193,7 +193,7 @@ export function registerSearchCommands(program: Command, logger: () => EncoderLo
     )
     .option(
       '--model-batch <n>',
-      'most queries embedded together under load (default 32; 1: every query alone, identical vectors every time)',
+      'most queries embedded together under load (default 8; 1: every query alone, identical vectors every time)',
       parsePositiveInt,
     )
     .action(

@@ -50,6 +50,15 @@ export function modelWorkerThreads(cores: number): number[] {
   return [cores, ...shareCores(cores, Math.min(cores, 4))];
 }
 
+/**
+ * Nice value of the model workers' threads under a server's own thread (Linux; see
+ * `WorkerEncoderOptions.niceness`). The server thread answers, searches and dispatches batches; at
+ * the same priority it shared the 2 cores with two batches running, and each answer waited for the
+ * others' searches longer. At 10, 20 clients got 116–120 searches/s at p99 227–233 ms against 108/s at
+ * 247–255 ms (see functions/query/README.md, Speed and memory).
+ */
+export const MODEL_WORKER_NICENESS = 10;
+
 /** `cores` shared among `workers` sessions as evenly as whole threads allow (at least one each). */
 function shareCores(cores: number, workers: number): number[] {
   return Array.from({ length: workers }, (_, i) =>
@@ -89,7 +98,12 @@ export interface OpenQueryServiceOptions {
    * @throws RangeError (from {@link openQueryService}) for `auto` with `threads`
    */
   readonly modelWorkers?: number | 'auto';
-  /** Most queries embedded in one forward pass (see `BatchingEmbedderOptions.maxBatch`). Default 32. */
+  /**
+   * Nice value of the model workers' threads (Linux), so that this thread's request handling comes
+   * first. Default {@link MODEL_WORKER_NICENESS}; 0 leaves them at this thread's priority.
+   */
+  readonly modelWorkerNiceness?: number;
+  /** Most queries embedded in one batch (see `BatchingEmbedderOptions.maxBatch`). Default 8. */
   readonly modelBatch?: number;
   /** Query vectors cached. Default 256. */
   readonly embeddingCache?: number;
@@ -126,6 +140,10 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
     provider: 'cpu' as const,
     ...(threads === undefined ? {} : { threads }),
   });
+  const workerOptions = (threads: number | undefined) => ({
+    ...sessionOptions(threads),
+    niceness: options.modelWorkerNiceness ?? MODEL_WORKER_NICENESS,
+  });
   // A server with several model workers starts one before it answers and the others after its
   // first batch: starting them all at once costs about 0.8 s of cold start per extra worker on 2 cores.
   const loadModel: Promise<TokenIdEncoder> =
@@ -134,7 +152,7 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
           ...sessionOptions(options.threads),
           ...(options.logger ? { logger: options.logger } : {}),
         })
-      : WorkerEncoder.start(options.modelDir, sessionOptions(workerThreads[0]));
+      : WorkerEncoder.start(options.modelDir, workerOptions(workerThreads[0]));
   const openIndex = (async (): Promise<ChunkSearcher> => {
     if (plan.kind === 'workers') {
       return startLocalShards({
@@ -174,7 +192,7 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
       addWorkerEncoders(
         embedder,
         options.modelDir,
-        workerThreads.slice(1).map((threads) => sessionOptions(threads)),
+        workerThreads.slice(1).map((threads) => workerOptions(threads)),
         options.logger,
       ),
     );

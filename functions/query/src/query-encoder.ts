@@ -29,7 +29,11 @@ export interface QueryEmbedder {
 /** Options of {@link BatchingEmbedder}. */
 export interface BatchingEmbedderOptions {
   /**
-   * Most queries in one forward pass. Default 32. The int8 model quantizes a batch with one
+   * Most queries in one batch. Default 8: on 2 cores a one-thread session embeds a query in 15.5 ms
+   * alone, 12.4 in batches of 2 or 4, 11.5 in batches of 8 and 12.2 in batches of 16, so larger
+   * batches save nothing, while every query in a batch waits for the whole batch: under 20 clients
+   * batches of up to 15 formed, and their queries were the slowest answers (p99 300 against 255 ms
+   * with 8; see functions/query/README.md, Speed and memory). The int8 model quantizes a batch with one
    * activation scale, so a query's vector varies slightly with the queries batched with it
    * (measured on the BERT-base-sized bench model: 1 − cosine ≤ 8e-5); 1 embeds every query alone,
    * so that the same query always gives the same vector, at about 40% more model time per query
@@ -98,7 +102,7 @@ export class BatchingEmbedder implements QueryEmbedder {
     this.firstBatch = new Promise((resolve) => {
       this.firstBatchDone = resolve;
     });
-    this.maxBatch = options.maxBatch ?? 32;
+    this.maxBatch = options.maxBatch ?? 8;
     this.cacheSize = options.cacheSize ?? 256;
     this.minBatch = Math.min(options.minBatch ?? 8, this.maxBatch);
     this.maxWaitMs = options.maxWaitMs ?? 30;
@@ -235,9 +239,8 @@ export class BatchingEmbedder implements QueryEmbedder {
 
   private async run(encoder: TokenIdEncoder, batch: Waiting[]): Promise<void> {
     try {
-      const tokenized = await encoder.tokenize(batch.map((w) => w.text));
-      const result = await encoder.embedIds(
-        tokenized.map((t) => t.ids),
+      const result = await encoder.embed(
+        batch.map((w) => w.text),
         { onOverflow: 'truncate' },
       );
       const truncated = new Set(result.truncated);

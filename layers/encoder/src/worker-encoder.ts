@@ -26,6 +26,15 @@ export interface TokenIdEncoder {
   readonly variant: Variant;
   readonly tokenizer: BertTokenizer;
   tokenize(texts: readonly string[]): Promise<TokenizedText[]>;
+  /**
+   * Tokenizes and embeds texts where the session runs, as `Encoder.embed`. On a worker both steps
+   * run there, so a batch makes one round trip through the caller's thread, not two: a busy caller
+   * (a server searching) would otherwise hold the tokenized batch while the session sits idle.
+   */
+  embed(
+    texts: readonly string[],
+    options?: EmbedOptions,
+  ): Promise<{ readonly embeddings: Float32Array[]; readonly truncated: number[] }>;
   embedIds(
     sequences: readonly number[][],
     options?: EmbedOptions,
@@ -38,6 +47,19 @@ export interface TokenIdEncoder {
   /** True once the encoder can embed no more (its worker thread exited). Default: never. */
   readonly exited?: boolean;
   close(): Promise<void>;
+}
+
+/** Options of {@link WorkerEncoder.start}: the encoder's, and how the worker's threads are scheduled. */
+export interface WorkerEncoderOptions extends Omit<EncoderOptions, 'logger'> {
+  /**
+   * Nice value added to the worker's threads (its own and ONNX Runtime's, which inherit it; at most
+   * 19 in all), on Linux only, where a nice value belongs to a thread; elsewhere it would lower the
+   * whole process, so it is ignored. Default 0. A server that embeds on workers raises it, so that its own thread
+   * (parsing, searching, answering) takes a core at once when it has work, instead of sharing it
+   * with a batch that can wait a few milliseconds (see the query API's `openQueryService`). Lowering
+   * one's own priority needs no privilege; a value that cannot be set is ignored.
+   */
+  readonly niceness?: number;
 }
 
 /** The worker failed to start the encoder, or a request failed in it; the worker's error name is kept. */
@@ -98,10 +120,10 @@ export class WorkerEncoder implements TokenIdEncoder {
    * Loads a bundle on a new worker thread (and its tokenizer and info on this one).
    * @throws EncoderWorkerError naming the encoder's error (e.g. ProviderUnavailableError) when it cannot start
    */
-  static async start(
-    bundleDir: string,
-    options: Omit<EncoderOptions, 'logger'> = {},
-  ): Promise<WorkerEncoder> {
+  static async start(bundleDir: string, options: WorkerEncoderOptions = {}): Promise<WorkerEncoder> {
+    const { niceness = 0, ...encoderOptions } = options;
+    if (!Number.isInteger(niceness) || niceness < 0 || niceness > 19)
+      throw new RangeError(`niceness must be an integer from 0 to 19, got ${niceness}`);
     const info = await readBundleInfo(bundleDir);
     const tokenizer = await loadBundleTokenizer(bundleDir, info);
     const require = createRequire(import.meta.url);
@@ -112,7 +134,9 @@ export class WorkerEncoder implements TokenIdEncoder {
           .href,
         encoderModule: new URL('./index.ts', import.meta.url).href,
         bundleDir,
-        options,
+        options: encoderOptions,
+        // Only where a nice value belongs to one thread (see WorkerEncoderOptions.niceness).
+        niceness: process.platform === 'linux' ? niceness : 0,
       },
     });
     const ready = await new Promise<Reply>((resolve, reject) => {
@@ -144,6 +168,17 @@ export class WorkerEncoder implements TokenIdEncoder {
   }
 
   /**
+   * Tokenizes and embeds texts on the worker; as `Encoder.embed`.
+   * @throws EncoderWorkerError when the worker has exited or the request failed in it
+   */
+  embed(
+    texts: readonly string[],
+    options: EmbedOptions = {},
+  ): Promise<{ embeddings: Float32Array[]; truncated: number[] }> {
+    return this.request({ type: 'embed', texts, options });
+  }
+
+  /**
    * Embeds token ids on the worker; as `Encoder.embedIds`.
    * @throws EncoderWorkerError when the worker has exited or the request failed in it
    */
@@ -151,11 +186,21 @@ export class WorkerEncoder implements TokenIdEncoder {
     sequences: readonly number[][],
     options: EmbedOptions = {},
   ): Promise<{ embeddings: Float32Array[]; truncated: number[] }> {
+    return this.request({ type: 'embed', ids: sequences, options });
+  }
+
+  /** Sends an embed request (texts or token ids) and waits for its reply. */
+  private request(
+    message: { type: 'embed'; options: EmbedOptions } & (
+      | { texts: readonly string[] }
+      | { ids: readonly number[][] }
+    ),
+  ): Promise<{ embeddings: Float32Array[]; truncated: number[] }> {
     if (this.gone) return Promise.reject(this.gone);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ type: 'embed', id, ids: sequences, options });
+      this.worker.postMessage({ ...message, id });
     });
   }
 

@@ -1,7 +1,23 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Encoder } from '../../../layers/encoder/src/encoder.ts';
 import { EncoderWorkerError, WorkerEncoder } from '../../../layers/encoder/src/worker-encoder.ts';
 import { CLINICAL_SENTENCES, tempDir, tinyBundle } from '../../helpers/encoder.ts';
+
+/** The nice value of each thread of this process, by thread id (Linux: from /proc). */
+function threadNiceness(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      // Fields after "(comm) ": state is field 3 of proc(5), nice field 19.
+      const fields = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      out.set(Number(tid), Number(fields[16]));
+    } catch {
+      // The thread ended while the list was read.
+    }
+  }
+  return out;
+}
 
 let root: { dir: string; cleanup: () => Promise<void> };
 let bundle: string;
@@ -30,6 +46,53 @@ describe('WorkerEncoder', () => {
     } finally {
       await worker.close();
       await local.close();
+    }
+  });
+
+  it('tokenizes and embeds texts on the worker as the encoder does in process, truncation reported', async () => {
+    const local = await Encoder.load(bundle, { provider: 'cpu', threads: 1 });
+    const worker = await WorkerEncoder.start(bundle, { provider: 'cpu', threads: 1 });
+    try {
+      const long = 'The patient was seen in clinic today. '.repeat(40);
+      const texts = [...CLINICAL_SENTENCES.slice(0, 3), long];
+      await expect(worker.embed(texts)).rejects.toThrow(/SequenceTooLongError/);
+      const ours = await worker.embed(texts, { onOverflow: 'truncate' });
+      const expected = await local.embed(texts, { onOverflow: 'truncate' });
+      expect(ours.truncated).toEqual([3]);
+      expect(ours.embeddings.map((e) => Array.from(e))).toEqual(
+        expected.embeddings.map((e) => Array.from(e)),
+      );
+    } finally {
+      await worker.close();
+      await local.close();
+    }
+  });
+
+  it.runIf(process.platform === 'linux')(
+    "lowers its own threads' priority by the niceness asked for, not the caller's",
+    async () => {
+      const before = threadNiceness();
+      const base = before.get(process.pid)!;
+      const worker = await WorkerEncoder.start(bundle, { provider: 'cpu', threads: 2, niceness: 7 });
+      try {
+        const after = threadNiceness();
+        const started = [...after].filter(([tid]) => !before.has(tid));
+        // The worker's own thread and ONNX Runtime's second intra-op thread, at least.
+        expect(started.filter(([, nice]) => nice === Math.min(19, base + 7)).length).toBeGreaterThanOrEqual(
+          2,
+        );
+        expect(after.get(process.pid)).toBe(base);
+        for (const [tid, nice] of before) if (after.has(tid)) expect(after.get(tid)).toBe(nice);
+        expect((await worker.embed(['chest pain'])).embeddings).toHaveLength(1);
+      } finally {
+        await worker.close();
+      }
+    },
+  );
+
+  it('refuses a niceness that is no nice value to add', async () => {
+    for (const niceness of [-1, 20, 1.5]) {
+      await expect(WorkerEncoder.start(bundle, { provider: 'cpu', niceness })).rejects.toThrow(RangeError);
     }
   });
 

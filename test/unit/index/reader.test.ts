@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { seededUniform } from '../../../layers/encoder/src/fixture.ts';
 import { IntegrityError } from '../../../layers/index/src/errors.ts';
 import {
@@ -11,6 +11,7 @@ import {
   type SearchFilter,
 } from '../../../layers/index/src/reader.ts';
 import { SegmentIntegrityError } from '../../../layers/index/src/segment/errors.ts';
+import type { OpenSegment } from '../../../layers/index/src/segment/load.ts';
 import type { AssertionKind, ChunkAssertion, ChunkMeta } from '../../../layers/index/src/segment/types.ts';
 import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
 import { S3Store } from '../../../layers/index/src/store/s3.ts';
@@ -190,6 +191,23 @@ describe('IndexReader: updates and deletes', () => {
     expect(reader.stats()).toMatchObject({ manifestVersion: 2, segments: 2, chunks: n + 20 });
   });
 
+  it('scores the hits merged from several segments exactly, as the exact path does', async () => {
+    const { writer, reader } = await fresh();
+    // The second segment repeats the first 50 vectors under other notes: equal scores in both.
+    await writer.addSegment(
+      { vectors: vectors().slice(0, 50), chunks: chunksOf('y').slice(0, 50) },
+      { changeId: 'job-2' },
+    );
+    await reader.refresh();
+    const query = vectors()[7]!;
+    const graph = await reader.search(query, { k: 30, ef: 400 });
+    const exact = await reader.search(query, { k: 30, exact: true });
+    expect(new Set(graph.map((h) => h.segmentId)).size).toBe(2);
+    expect(graph.map((h) => [h.segmentId, h.chunkIndex, h.score])).toEqual(
+      exact.map((h) => [h.segmentId, h.chunkIndex, h.score]),
+    );
+  });
+
   it('deleteNotes removes a note from results, and k hits still come back when most neighbours are dead', async () => {
     const { writer, reader } = await fresh();
     // Cluster 0 holds notes n0..n9; delete nine of them: 45 of the query's 50 nearest are dead.
@@ -307,6 +325,36 @@ describe('IndexReader: filters', () => {
     const kinds = new Set(hits.map((h) => h.chunkIndex % 5));
     expect([...kinds].sort()).toEqual([1, 2, 4]);
     expect(hits).toHaveLength((n / 5) * 3);
+  });
+
+  it('gives the graph no filter callback when the assertion filter excludes no chunk of the segment', async () => {
+    // The fixture has negated chunks but no hypothetical ones.
+    const loaded = (shared.reader as unknown as { loaded: Map<string, { segment: OpenSegment }> }).loaded;
+    const spies = [...loaded.values()].map((l) => vi.spyOn(l.segment, 'search'));
+    try {
+      const query = vectors()[0]!;
+      const plain = await shared.reader.search(query, { k: 10 });
+      const none = await shared.reader.search(query, {
+        k: 10,
+        filter: { excludeAssertions: ['hypothetical'] },
+      });
+      expect(none).toEqual(plain);
+      const some = await shared.reader.search(query, {
+        k: 10,
+        filter: { excludeAssertions: ['hypothetical', 'negated'] },
+      });
+      expect(some.map(key)).toEqual(bruteForce(query, { excludeAssertions: ['negated'] }, 10));
+      // Per segment: no callback without a filter, none for the hypothetical filter, one for negated.
+      for (const spy of spies) {
+        expect(spy.mock.calls.map(([, , options]) => typeof options?.filter)).toEqual([
+          'undefined',
+          'undefined',
+          'function',
+        ]);
+      }
+    } finally {
+      for (const spy of spies) spy.mockRestore();
+    }
   });
 
   it('a filter nothing matches returns nothing', async () => {

@@ -50,6 +50,17 @@ describe('buildEvidence', () => {
     expect(e!.assertion).toBe('affirmed');
   });
 
+  it('matches whole words in sentences with letters beyond ASCII as in plain ones', async () => {
+    const accented = 'Paciente con neumonía. Control de fiebre en 48 horas.';
+    const [e] = await buildEvidence(
+      [chunk({ noteId: 'n2', start: 0, end: accented.length, assertions: [] })],
+      // "neumonía" (8 letters) outweighs "fiebre" (6) only when read as one word.
+      { texts: { get: async () => accented }, query: 'NEUMONÍA fiebre', assertion: 'affirmed' },
+    );
+    const [[a, b]] = e!.highlights as [[number, number]];
+    expect(accented.slice(a, b)).toBe('Paciente con neumonía.');
+  });
+
   it('labels a highlighted negated sentence in "any" mode and avoids it in "affirmed" mode', async () => {
     const [any] = await buildEvidence([chunk()], {
       texts,

@@ -52,14 +52,22 @@ class GatedEncoder implements TokenIdEncoder {
   tokenize(texts: readonly string[]) {
     return this.inner.tokenize(texts);
   }
+  async embed(texts: readonly string[], options?: Parameters<Encoder['embed']>[1]) {
+    await this.gate(texts.length);
+    return this.inner.embed(texts, options);
+  }
   async embedIds(ids: readonly number[][], options?: Parameters<Encoder['embedIds']>[1]) {
-    this.batches.push(ids.length);
+    await this.gate(ids.length);
+    return this.inner.embedIds(ids, options);
+  }
+  /** Records a batch, holds it while the gate is closed, and fails it when told to. */
+  private async gate(size: number): Promise<void> {
+    this.batches.push(size);
     if (this.held) await new Promise<void>((resolve) => this.waiting.push(resolve));
     if (this.failNext) {
       this.failNext = false;
       throw new Error('session failed');
     }
-    return this.inner.embedIds(ids, options);
   }
   /** Lets every held batch run. */
   open(): void {

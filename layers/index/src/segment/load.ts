@@ -23,7 +23,7 @@ import {
   type SegmentHit,
   type SegmentSearchOptions,
 } from './types.ts';
-import { decodeVectors, exactSearch, prepareQuery } from './vectors.ts';
+import { decodeVectors, dot, exactSearch, prepareQuery } from './vectors.ts';
 
 const { HierarchicalNSW } = hnswlib;
 type Graph = InstanceType<typeof HierarchicalNSW>;
@@ -112,12 +112,6 @@ export class OpenSegment {
   }
 
   /** Exact cosine similarity of a unit query with chunk `i`. */
-  private score(q: Float32Array, i: number): number {
-    const o = i * this.dims;
-    let s = 0;
-    for (let d = 0; d < this.dims; d++) s += this.vectors[o + d]! * q[d]!;
-    return s;
-  }
 
   /**
    * The k chunks nearest to `query` by cosine similarity, best first (fewer when fewer chunks pass
@@ -150,9 +144,19 @@ export class OpenSegment {
     const point = Array.from(q);
     const result = guarded ? this.graph.searchKnn(point, kk, guarded) : this.graph.searchKnn(point, kk);
     if (thrown) throw thrown.error;
-    return result.neighbors
-      .map((chunkIndex) => ({ chunkIndex, score: this.score(q, chunkIndex) }))
-      .sort((a, b) => b.score - a.score || a.chunkIndex - b.chunkIndex);
+    // The 'ip' space's distance is 1 − inner product.
+    const hits = options.graphScores
+      ? result.neighbors.map((chunkIndex, i) => ({ chunkIndex, score: 1 - result.distances[i]! }))
+      : result.neighbors.map((chunkIndex) => ({ chunkIndex, score: this.scoreOf(q, chunkIndex) }));
+    return hits.sort((a, b) => b.score - a.score || a.chunkIndex - b.chunkIndex);
+  }
+
+  /**
+   * A chunk's score for a unit-length query (as `prepareQuery` returns it), computed from the stored
+   * vector exactly as {@link search} scores its hits on both paths.
+   */
+  scoreOf(query: Float32Array, chunkIndex: number): number {
+    return dot(this.vectors, chunkIndex * this.dims, query, this.dims);
   }
 }
 

@@ -123,6 +123,13 @@ export interface SegmentSearchOptions {
   readonly filter?: (chunkIndex: number) => boolean;
   /** Brute force over the stored vectors instead of the graph. */
   readonly exact?: boolean;
+  /**
+   * Graph path only: score hits with the graph's own float32 inner products instead of recomputing
+   * them from the stored vectors (see `OpenSegment.scoreOf`). Default false. A caller that merges
+   * several segments' hits and keeps the best k rescores only those, not every segment's k: each
+   * recomputed score reads a stored row (3 KB at 768-d) from memory, about 2 µs.
+   */
+  readonly graphScores?: boolean;
 }
 
 /** One search hit. */

@@ -131,6 +131,21 @@ describe('buildSegment → openSegment', () => {
     }
   });
 
+  it('scores graph hits with the graph’s own inner products on request, and scoreOf as search does', () => {
+    const query = queries.subarray(0, dims);
+    const exact = segment.search(query, 20, { ef: 200 });
+    const graph = segment.search(query, 20, { ef: 200, graphScores: true });
+    expect(graph.map((h) => h.chunkIndex).sort()).toEqual(exact.map((h) => h.chunkIndex).sort());
+    for (const h of graph) {
+      const e = exact.find((x) => x.chunkIndex === h.chunkIndex)!;
+      // float32 sums in another order: close, not always equal.
+      expect(h.score).toBeCloseTo(e.score, 5);
+      expect(segment.scoreOf(query, h.chunkIndex)).toBe(e.score);
+    }
+    for (let i = 1; i < graph.length; i++)
+      expect(graph[i - 1]!.score).toBeGreaterThanOrEqual(graph[i]!.score);
+  });
+
   it('exact search equals a plain brute force', () => {
     const query = queries.subarray(dims, 2 * dims);
     const brute = Array.from({ length: n }, (_, i) => {
