@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,4 +83,20 @@ export async function tinyBundle(root: string, options: ImportOptions = {}): Pro
   const bundle = join(root, `bundle-${Math.random().toString(36).slice(2)}`);
   await importCheckpoint(checkpoint, bundle, options);
   return bundle;
+}
+
+/** The nice value of each thread of this process, by thread id (from /proc: empty off Linux). */
+export function threadNiceness(): Map<number, number> {
+  const out = new Map<number, number>();
+  if (!existsSync('/proc/self/task')) return out;
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      // Fields after "(comm) ": state is field 3 of proc(5), nice field 19.
+      const fields = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      out.set(Number(tid), Number(fields[16]));
+    } catch {
+      // The thread ended while the list was read.
+    }
+  }
+  return out;
 }

@@ -52,12 +52,14 @@ export function modelWorkerThreads(cores: number): number[] {
 
 /**
  * Nice value of the model workers' threads under a server's own thread (Linux; see
- * `WorkerEncoderOptions.niceness`). The server thread answers, searches and dispatches batches; at
- * the same priority it shared the 2 cores with two batches running, and each answer waited for the
- * others' searches longer. At 10, 20 clients got 116–120 searches/s at p99 227–233 ms against 108/s at
- * 247–255 ms (see functions/query/README.md, Speed and memory).
+ * `WorkerEncoderOptions.niceness`): the lowest priority there is, so that batches run on whatever
+ * CPU the server thread (parsing, searching, answering, dispatching the next batch) leaves. At the
+ * same priority they shared the 2 cores with it, and each answer waited longer for the searches of
+ * the others. Medians of six alternating 20-second runs of 20 clients on 2 cores: 116.4 searches/s
+ * at p99 239 ms with 19, 114.9/s at 243 ms with 10, 108.1/s at 265 ms with 0 (see
+ * functions/query/README.md, Speed and memory).
  */
-export const MODEL_WORKER_NICENESS = 10;
+export const MODEL_WORKER_NICENESS = 19;
 
 /** `cores` shared among `workers` sessions as evenly as whole threads allow (at least one each). */
 function shareCores(cores: number, workers: number): number[] {

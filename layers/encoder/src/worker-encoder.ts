@@ -2,8 +2,9 @@
  * The encoder on a worker thread. onnxruntime-node's `session.run` holds the thread that calls it
  * for the whole batch (measured: event-loop gaps of seconds during a BERT-base batch on the CPU),
  * so an encoder on the main thread would stop reading, parsing, uploads and commits while it runs.
- * Here the session lives on its own thread; the main thread keeps the tokenizer (for chunking and
- * token ids) and sends token ids over, getting vectors back in a transferred buffer.
+ * Here the session lives on its own thread; the main thread keeps a tokenizer (for chunking and
+ * token ids) and sends token ids over, or sends texts that the worker tokenizes itself (`embed`),
+ * getting vectors back in a transferred buffer.
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -16,8 +17,9 @@ import type { ResolvedProvider } from './session.ts';
 import type { BertTokenizer, TokenizedText } from './tokenizer.ts';
 
 /**
- * An encoder that embeds token ids: the bundle's info and tokenizer, and `embedIds`. Both
- * {@link Encoder} (in this thread) and {@link WorkerEncoder} (on a worker thread) are one.
+ * An encoder that embeds texts and token ids: the bundle's info and tokenizer, `embed` and
+ * `embedIds`. Both {@link Encoder} (in this thread) and {@link WorkerEncoder} (on a worker thread)
+ * are one.
  */
 export interface TokenIdEncoder {
   readonly info: ModelInfo;
@@ -54,10 +56,10 @@ export interface WorkerEncoderOptions extends Omit<EncoderOptions, 'logger'> {
   /**
    * Nice value added to the worker's threads (its own and ONNX Runtime's, which inherit it; at most
    * 19 in all), on Linux only, where a nice value belongs to a thread; elsewhere it would lower the
-   * whole process, so it is ignored. Default 0. A server that embeds on workers raises it, so that its own thread
-   * (parsing, searching, answering) takes a core at once when it has work, instead of sharing it
-   * with a batch that can wait a few milliseconds (see the query API's `openQueryService`). Lowering
-   * one's own priority needs no privilege; a value that cannot be set is ignored.
+   * whole process, so it is ignored. Default 0. A server that embeds on workers raises it, so that
+   * its own thread (parsing, searching, answering) takes a core at once when it has work, instead
+   * of sharing it with a batch that can wait (see the query API's `MODEL_WORKER_NICENESS`).
+   * Lowering one's own priority needs no privilege; a value that cannot be set is ignored.
    */
   readonly niceness?: number;
 }

@@ -1,23 +1,7 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Encoder } from '../../../layers/encoder/src/encoder.ts';
 import { EncoderWorkerError, WorkerEncoder } from '../../../layers/encoder/src/worker-encoder.ts';
-import { CLINICAL_SENTENCES, tempDir, tinyBundle } from '../../helpers/encoder.ts';
-
-/** The nice value of each thread of this process, by thread id (Linux: from /proc). */
-function threadNiceness(): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const tid of readdirSync('/proc/self/task')) {
-    try {
-      // Fields after "(comm) ": state is field 3 of proc(5), nice field 19.
-      const fields = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      out.set(Number(tid), Number(fields[16]));
-    } catch {
-      // The thread ended while the list was read.
-    }
-  }
-  return out;
-}
+import { CLINICAL_SENTENCES, tempDir, threadNiceness, tinyBundle } from '../../helpers/encoder.ts';
 
 let root: { dir: string; cleanup: () => Promise<void> };
 let bundle: string;

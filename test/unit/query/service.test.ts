@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type BatchingEmbedder,
   createRouter,
+  MODEL_WORKER_NICENESS,
   modelWorkerThreads,
   openQueryService,
   type QueryService,
@@ -15,7 +16,7 @@ import {
 } from '../../../functions/query/src/index.ts';
 import { LocalDirectoryStore } from '../../../layers/index/src/store/local.ts';
 import { IndexWriter } from '../../../layers/index/src/writer.ts';
-import { tempDir, tinyBundle } from '../../helpers/encoder.ts';
+import { tempDir, threadNiceness, tinyBundle } from '../../helpers/encoder.ts';
 import {
   embedTestQuery,
   standardNotes,
@@ -328,6 +329,7 @@ describe('model workers', () => {
     });
 
   it('answers from a model worker at once and starts the others after its first answer', async () => {
+    const niceBefore = threadNiceness();
     const withWorkers = await withModelWorkers({ modelWorkers: 2, modelBatch: 1 });
     try {
       const embedder = withWorkers.options.embedder as BatchingEmbedder;
@@ -344,6 +346,15 @@ describe('model workers', () => {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       expect(embedder.encoders).toHaveLength(2);
+      if (process.platform === 'linux') {
+        // The workers' threads run below this one (MODEL_WORKER_NICENESS), this one is untouched.
+        const base = niceBefore.get(process.pid)!;
+        const lowered = [...threadNiceness()].filter(
+          ([tid, nice]) => !niceBefore.has(tid) && nice === Math.min(19, base + MODEL_WORKER_NICENESS),
+        );
+        expect(lowered.length).toBeGreaterThanOrEqual(2);
+        expect(threadNiceness().get(process.pid)).toBe(base);
+      }
       // Without a thread count, the two workers share the cores (they run side by side only within them).
       const cores = availableParallelism();
       expect(embedder.encoders.map((e) => e.threads)).toEqual(
