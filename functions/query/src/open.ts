@@ -51,11 +51,13 @@ export function modelWorkerThreads(cores: number): number[] {
 }
 
 /**
- * Nice value of the model workers' threads under a server's own thread (Linux; see
- * `WorkerEncoderOptions.niceness`): the lowest priority there is, so that batches run on whatever
- * CPU the server thread (parsing, searching, answering, dispatching the next batch) leaves. At the
- * same priority they shared the 2 cores with it, and each answer waited longer for the searches of
- * the others. Medians of six alternating 20-second runs of 20 clients on 2 cores: 116.4 searches/s
+ * Nice value of the threads of the model workers that run batches side by side (those with fewer
+ * threads than the cores) under a server's own thread (Linux; see `WorkerEncoderOptions.niceness`):
+ * the lowest priority there is, so that batches run on whatever CPU the server thread (parsing,
+ * searching, answering, dispatching the next batch) leaves. At the same priority they shared the 2
+ * cores with it, and each answer waited longer for the searches of the others. A worker with every
+ * core keeps the server's priority: it runs alone, mostly a lone query, and any thread that took
+ * one of its cores would hold up the whole forward pass at every operator. Medians of six alternating 20-second runs of 20 clients on 2 cores: 116.4 searches/s
  * at p99 239 ms with 19, 114.9/s at 243 ms with 10, 108.1/s at 265 ms with 0 (see
  * functions/query/README.md, Speed and memory).
  */
@@ -101,8 +103,9 @@ export interface OpenQueryServiceOptions {
    */
   readonly modelWorkers?: number | 'auto';
   /**
-   * Nice value of the model workers' threads (Linux), so that this thread's request handling comes
-   * first. Default {@link MODEL_WORKER_NICENESS}; 0 leaves them at this thread's priority.
+   * Nice value of the threads of model workers narrower than the cores (Linux), so that this
+   * thread's request handling comes first. Default {@link MODEL_WORKER_NICENESS}; 0 leaves them at
+   * this thread's priority.
    */
   readonly modelWorkerNiceness?: number;
   /** Most queries embedded in one batch (see `BatchingEmbedderOptions.maxBatch`). Default 8. */
@@ -128,13 +131,14 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
       'model threads are chosen per worker with modelWorkers auto: give a number of workers too',
     );
   }
+  const cores = availableParallelism();
   // Threads of each worker in start order (none: the model runs in this thread).
   const workerThreads =
     workers === 'auto'
-      ? modelWorkerThreads(availableParallelism())
+      ? modelWorkerThreads(cores)
       : options.threads !== undefined
         ? Array.from({ length: workers }, () => options.threads!)
-        : shareCores(availableParallelism(), workers);
+        : shareCores(cores, workers);
   // The encoder's default spinning (during runs only) is what a query wants: threads spinning
   // after a run would slow the search that follows (about 2× on 2 cores), threads that never spin
   // cost a lone query about 2 ms (see functions/query/README.md, Speed and memory).
@@ -144,7 +148,8 @@ export async function openQueryService(options: OpenQueryServiceOptions): Promis
   });
   const workerOptions = (threads: number | undefined) => ({
     ...sessionOptions(threads),
-    niceness: options.modelWorkerNiceness ?? MODEL_WORKER_NICENESS,
+    niceness:
+      threads !== undefined && threads < cores ? (options.modelWorkerNiceness ?? MODEL_WORKER_NICENESS) : 0,
   });
   // A server with several model workers starts one before it answers and the others after its
   // first batch: starting them all at once costs about 0.8 s of cold start per extra worker on 2 cores.
