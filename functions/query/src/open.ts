@@ -57,9 +57,10 @@ export function modelWorkerThreads(cores: number): number[] {
  * searching, answering, dispatching the next batch) leaves. At the same priority they shared the 2
  * cores with it, and each answer waited longer for the searches of the others. A worker with every
  * core keeps the server's priority: it runs alone, mostly a lone query, and any thread that took
- * one of its cores would hold up the whole forward pass at every operator. Medians of six alternating 20-second runs of 20 clients on 2 cores: 116.4 searches/s
- * at p99 239 ms with 19, 114.9/s at 243 ms with 10, 108.1/s at 265 ms with 0 (see
- * functions/query/README.md, Speed and memory).
+ * one of its cores would hold up the whole forward pass at every operator. Medians of six
+ * alternating 20-second runs of 20 clients on 2 cores: 116.4 searches/s at p99 239 ms with 19,
+ * 114.9/s at 243 ms with 10, 108.1/s at 265 ms with 0 (see functions/query/README.md, Speed and
+ * memory).
  */
 export const MODEL_WORKER_NICENESS = 19;
 

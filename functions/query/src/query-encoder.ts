@@ -33,8 +33,8 @@ export interface BatchingEmbedderOptions {
    * alone, 12.4 in batches of 2 or 4, 11.5 in batches of 8 and 12.2 in batches of 16, so larger
    * batches save nothing, while every query in a batch waits for the whole batch: under 20 clients
    * batches of up to 15 formed, and their queries were the slowest answers (p99 300 against 255 ms
-   * with 8; see functions/query/README.md, Speed and memory). The int8 model quantizes a batch with one
-   * activation scale, so a query's vector varies slightly with the queries batched with it
+   * with 8; see functions/query/README.md, Speed and memory). The int8 model quantizes a batch with
+   * one activation scale, so a query's vector varies slightly with the queries batched with it
    * (measured on the BERT-base-sized bench model: 1 − cosine ≤ 8e-5); 1 embeds every query alone,
    * so that the same query always gives the same vector, at about 40% more model time per query
    * under load.

@@ -111,8 +111,6 @@ export class OpenSegment {
     return this.vectors.subarray(i * this.dims, (i + 1) * this.dims);
   }
 
-  /** Exact cosine similarity of a unit query with chunk `i`. */
-
   /**
    * The k chunks nearest to `query` by cosine similarity, best first (fewer when fewer chunks pass
    * the filter). The query is validated (dims, finite, non-zero) and normalized if needed. The HNSW
