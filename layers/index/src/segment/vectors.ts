@@ -142,9 +142,9 @@ export function prepareQuery(query: Float32Array, dims: number): Float32Array {
 
 /**
  * Inner product of row `offset / dims` of `data` with `query`. Four running sums instead of one:
- * each addition no longer waits for the one before it, which makes the loop about 1.5× faster in V8
- * (1.05 against 1.4–1.7 ns per multiply-add on this project's 2-core machine); both search paths score
- * with it, so a chunk's score is the same whichever path found it.
+ * each addition no longer waits for the one before it, which makes the loop about 1.5× faster in
+ * V8 (1.05 against 1.4–1.7 ns per multiply-add on this project's 2-core machine); both search
+ * paths score with it, so a chunk's score is the same whichever path found it.
  */
 export function dot(data: Float32Array, offset: number, query: Float32Array, dims: number): number {
   let s0 = 0;
